@@ -1,0 +1,63 @@
+"""anyoptim: MLX's optimizer API for NumPy, PyTorch, JAX, CuPy and MLX arrays.
+
+Use it as a drop-in for ``mlx.optimizers``::
+
+    import anyoptim as optim
+    opt = optim.AdamW(learning_rate=optim.cosine_decay(1e-3, 1000))
+    new_params = opt.apply_gradients(grads, params)
+"""
+
+from . import optimizers, schedulers, utils
+from .errors import CheckpointError, MissingStateError, TreeMismatchError
+from .optimizers import (
+    SGD,
+    AdaDelta,
+    Adafactor,
+    Adagrad,
+    Adam,
+    Adamax,
+    AdamW,
+    Lion,
+    MultiOptimizer,
+    Muon,
+    Optimizer,
+    RMSprop,
+    clip_grad_norm,
+)
+from .schedulers import (
+    cosine_decay,
+    exponential_decay,
+    join_schedules,
+    linear_schedule,
+    step_decay,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SGD",
+    "AdaDelta",
+    "Adafactor",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "CheckpointError",
+    "Lion",
+    "MissingStateError",
+    "MultiOptimizer",
+    "Muon",
+    "Optimizer",
+    "RMSprop",
+    "TreeMismatchError",
+    "__version__",
+    "clip_grad_norm",
+    "cosine_decay",
+    "exponential_decay",
+    "join_schedules",
+    "linear_schedule",
+    "optimizers",
+    "schedulers",
+    "step_decay",
+    "utils",
+]

@@ -1,0 +1,245 @@
+"""The one place that knows about array libraries.
+
+Optimizers never import an array library. They receive an array namespace ``xp`` from
+:func:`namespace` and use only the small set of operations listed in ``OPS`` below, plus the
+arithmetic operators and the ``dtype``/``shape``/``ndim`` attributes of the arrays themselves.
+Libraries are detected from the type of the arrays and imported only when such an array shows
+up, so ``import anyoptim`` never imports NumPy's peers.
+
+Operations the optimizers rely on (all array-API standard names)::
+
+    asarray astype zeros zeros_like sqrt abs maximum minimum sign where mean sum
+    square matmul matrix_transpose reshape cos float32 uint64 int32
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "OPS",
+    "as_state_array",
+    "finalize",
+    "host_scalar",
+    "is_array",
+    "library_name",
+    "namespace",
+    "same_library",
+    "to_library",
+]
+
+OPS = (
+    "asarray astype zeros zeros_like sqrt abs maximum minimum sign where mean sum "
+    "square matmul matrix_transpose reshape cos float32 uint64 int32"
+).split()
+
+
+def library_name(x: Any) -> str | None:
+    """Return the name of the array library ``x`` belongs to, or None if it is not an array.
+
+    The test is on the type's module, so no library is imported to answer it.
+    """
+    cls = type(x)
+    if cls is np.ndarray:
+        return "numpy"
+    return _library_of_type(cls)
+
+
+@functools.lru_cache(maxsize=64)
+def _library_of_type(cls: type) -> str | None:
+    if issubclass(cls, (np.ndarray, np.generic)):
+        return "numpy"
+    module = cls.__module__ or ""
+    root = module.split(".", 1)[0]
+    if root == "mlx":
+        return "mlx" if hasattr(cls, "__array_namespace__") else None
+    if root == "torch":
+        import torch
+
+        return "torch" if issubclass(cls, torch.Tensor) else None
+    if root in ("jax", "jaxlib"):
+        import jax
+
+        return "jax" if issubclass(cls, jax.Array) else None
+    if root == "cupy":
+        return "cupy" if cls.__name__ == "ndarray" else None
+    if hasattr(cls, "__array_namespace__"):
+        return root
+    return None
+
+
+def is_array(x: Any) -> bool:
+    """True if ``x`` is an array of any supported library."""
+    return library_name(x) is not None
+
+
+@functools.lru_cache(maxsize=16)
+def _namespace_for(name: str) -> Any:
+    if name == "numpy":
+        # NumPy 2 implements the array API in its main namespace; using it directly avoids a
+        # layer of wrappers on the per-step hot path.
+        return np
+    if name == "mlx":
+        import mlx.core as mx
+
+        return mx
+    import array_api_compat
+
+    if name == "torch":
+        return array_api_compat.torch  # type: ignore[attr-defined]
+    if name == "jax":
+        import jax.numpy as jnp
+
+        return jnp
+    if name == "cupy":
+        return array_api_compat.cupy  # type: ignore[attr-defined]
+    raise TypeError(f"unsupported array library {name!r}")
+
+
+def namespace(x: Any) -> Any:
+    """Return the array namespace (``xp``) to use for the array ``x``."""
+    name = library_name(x)
+    if name is None:
+        raise TypeError(
+            f"expected an array (NumPy, PyTorch, JAX, CuPy or MLX), got {type(x).__name__}: {x!r:.80}"
+        )
+    return _namespace_for(name)
+
+
+def same_library(a: Any, b: Any) -> bool:
+    return library_name(a) == library_name(b)
+
+
+def finalize(x: Any) -> Any:
+    """Turn NumPy scalars produced by arithmetic on 0-d arrays back into 0-d arrays."""
+    if isinstance(x, np.generic):
+        return np.asarray(x)
+    return x
+
+
+def host_scalar(value: Any, dtype: Any = None) -> np.ndarray:
+    """A 0-d NumPy array: the library-free form of ``step`` and ``learning_rate``."""
+    return np.asarray(value, dtype=dtype)
+
+
+def as_state_array(value: Any) -> Any:
+    """Convert a hyperparameter value to a 0-d state array the way ``mx.array(value)`` does.
+
+    A Python float becomes float32, a Python int int32, a bool bool; an array keeps its library
+    and dtype (NumPy float64 becomes float32, as in MLX).
+    """
+    name = library_name(value)
+    if name is None:
+        if isinstance(value, bool):
+            return np.asarray(value)
+        if isinstance(value, int):
+            return np.asarray(value, dtype=np.int32)
+        if isinstance(value, float):
+            return np.asarray(value, dtype=np.float32)
+        if isinstance(value, np.generic):
+            value = np.asarray(value)
+            name = "numpy"
+        else:
+            raise TypeError(
+                f"expected a number or an array, got {type(value).__name__}: {value!r:.80}"
+            )
+    if name == "numpy":
+        arr = np.array(value, copy=True)
+        if arr.dtype == np.float64:
+            arr = arr.astype(np.float32)
+        return arr
+    xp = _namespace_for(name)
+    return xp.asarray(value, copy=True) if name != "mlx" else xp.array(value)
+
+
+def to_library(x: Any, like: Any) -> Any:
+    """Move a (small) array ``x`` into the library and onto the device of ``like``.
+
+    Used only for the scalar entries ``step`` and ``learning_rate``, which are created before
+    the optimizer has seen any array and adopt the library of the first gradients.
+    """
+    src = library_name(x)
+    dst = library_name(like)
+    if src == dst:
+        return x
+    host = np.asarray(x) if src in ("numpy", None) else _to_numpy(x)
+    if dst == "numpy":
+        return np.asarray(host)
+    if dst == "mlx":
+        import mlx.core as mx
+
+        return mx.array(host)
+    xp = _namespace_for(dst)
+    device = getattr(like, "device", None)
+    if dst == "jax":
+        return xp.asarray(host)
+    if device is not None:
+        return xp.asarray(host, device=device)
+    return xp.asarray(host)
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    name = library_name(x)
+    if name == "mlx":
+        import mlx.core as mx
+
+        if x.dtype == mx.bfloat16:
+            raise TypeError("bfloat16 MLX arrays cannot be moved through NumPy")
+        return np.asarray(x)
+    if name == "torch":
+        return x.detach().cpu().numpy()
+    if name == "cupy":
+        return x.get()
+    return np.asarray(x)
+
+
+def write_back(model: Any, new: Any) -> None:
+    """Store the updated parameters ``new`` into ``model``.
+
+    Objects with their own ``update`` method (MLX's ``nn.Module``) are updated through it.
+    Plain dicts and lists are merged recursively, touching only the locations present in
+    ``new`` (MLX's shallow ``dict.update`` would drop sibling entries). Writeable NumPy arrays
+    with unchanged shape and dtype are overwritten in place, so other references see the update.
+    """
+    own_update = getattr(type(model), "update", None)
+    if own_update is not None and own_update is not dict.update and not isinstance(model, list):
+        model.update(new)
+        return
+    if not isinstance(model, (dict, list)):
+        raise TypeError(
+            f"update(model, gradients) needs a dict, a list or an object with an update() "
+            f"method as the model, got {type(model).__name__}; use apply_gradients() for "
+            "immutable trees"
+        )
+    _merge_into(model, new)
+
+
+def _merge_into(target: Any, new: Any) -> Any:
+    if isinstance(new, dict) and isinstance(target, dict):
+        for k, v in new.items():
+            target[k] = _merge_into(target[k], v) if k in target else v
+        return target
+    if isinstance(new, (list, tuple)) and isinstance(target, (list, tuple)):
+        if isinstance(target, list):
+            for i, v in enumerate(new):
+                target[i] = _merge_into(target[i], v)
+            return target
+        items = [_merge_into(t, v) for t, v in zip(target, new)] + list(target[len(new) :])
+        return type(target)(*items) if hasattr(target, "_fields") else type(target)(items)
+    return _store_leaf(target, new)
+
+
+def _store_leaf(old: Any, new: Any) -> Any:
+    if (
+        type(old) is np.ndarray
+        and type(new) is np.ndarray
+        and old.flags.writeable
+        and old.shape == new.shape
+        and old.dtype == new.dtype
+    ):
+        np.copyto(old, new)
+        return old
+    return new

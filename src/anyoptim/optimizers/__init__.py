@@ -1,0 +1,27 @@
+"""Optimizers with MLX's ``mlx.optimizers`` interface, for any array library."""
+
+from ._adafactor import Adafactor
+from ._adam import Adam, Adamax, AdamW
+from ._adaptive import AdaDelta, Adagrad, RMSprop
+from ._base import Optimizer
+from ._clip import clip_grad_norm
+from ._lion import Lion
+from ._multi import MultiOptimizer
+from ._muon import Muon
+from ._sgd import SGD
+
+__all__ = [
+    "SGD",
+    "AdaDelta",
+    "Adafactor",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "Lion",
+    "MultiOptimizer",
+    "Muon",
+    "Optimizer",
+    "RMSprop",
+    "clip_grad_norm",
+]

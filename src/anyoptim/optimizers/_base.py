@@ -1,0 +1,459 @@
+"""The ``Optimizer`` base class: tree walking, lazy state, schedules and the step counter.
+
+Subclasses implement two per-leaf hooks, exactly as in MLX:
+
+* ``init_single(parameter, state)`` fills the (empty) per-parameter dict ``state``;
+* ``apply_single(gradient, parameter, state)`` returns the new parameter and writes the new
+  state arrays into ``state``.
+
+Inside the hooks ``self.xp`` is the array namespace of the arrays being processed; the hooks
+contain no library-specific code. Everything else (walking the trees, creating the state,
+evaluating schedules, counting steps, keeping updates all-or-nothing) happens here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from .. import _backend
+from .._backend import finalize, library_name
+from ..errors import MissingStateError, TreeMismatchError
+
+Schedule = Callable[[Any], Any]
+LearningRate = float | Schedule
+
+RESERVED = ("step", "learning_rate")
+
+
+class _PathError(Exception):
+    """Internal: an error raised deep in a tree walk, collecting the path on the way out."""
+
+    def __init__(self, kind: type[Exception], message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.segments: list[str] = []
+
+    def build(self, what: str) -> Exception:
+        path = ".".join(reversed(self.segments)) or "<root>"
+        return self.kind(f"{what} at {path!r}: {self.message}")
+
+
+def _rebuild(seq: Any, items: list[Any]) -> Any:
+    """A sequence of the same type as ``seq`` holding ``items`` (namedtuple aware)."""
+    cls = type(seq)
+    if cls is list:
+        return items
+    if cls is tuple:
+        return tuple(items)
+    if hasattr(seq, "_fields"):
+        return cls(*items)
+    return cls(items)
+
+
+class Optimizer:
+    """Base class of all optimizers, with MLX's ``mlx.optimizers.Optimizer`` interface.
+
+    Args:
+        schedulers: optional mapping from a state name to a schedule ``step -> value``; the
+            value is stored in ``state[name]`` before every update (as in MLX).
+
+    The state is a dict ``{"step", "learning_rate", <tree mirroring the parameters>}``.
+    ``step`` is a 0-d uint64 array and ``learning_rate`` a 0-d array; both are created as NumPy
+    arrays and adopt the library of the first gradients they meet.
+    """
+
+    def __init__(self, schedulers: Mapping[str, Schedule] | None = None) -> None:
+        self._initialized = False
+        self._state: dict[str, Any] = {"step": _backend.host_scalar(0, np.uint64)}
+        self._schedulers: dict[str, Schedule] = dict(schedulers or {})
+        self._xp: Any = None
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def xp(self) -> Any:
+        """The array namespace of the arrays currently being processed (inside the hooks)."""
+        return self._xp
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The live optimizer state (the same dict object across updates)."""
+        return self._state
+
+    @state.setter
+    def state(self, state: dict[str, Any]) -> None:
+        if not isinstance(state, dict):
+            raise TypeError(
+                f"{type(self).__name__}.state must be a dict such as the one returned by "
+                f"tree_unflatten(...), got {type(state).__name__}"
+            )
+        self._initialized = False
+        self._state = state
+
+    @property
+    def step(self) -> Any:
+        """The number of updates applied so far (a 0-d uint64 array)."""
+        return self._get_reserved("step")
+
+    @property
+    def learning_rate(self) -> Any:
+        """The learning rate in the state (a 0-d array)."""
+        return self._get_reserved("learning_rate")
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate: Any) -> None:
+        value = _backend.as_state_array(learning_rate)
+        step = self._state.get("step")
+        if step is not None:
+            value = _backend.to_library(value, step)
+        self._state["learning_rate"] = value
+
+    def init(self, parameters: Any) -> None:
+        """Create the state for every parameter in ``parameters`` that has none yet.
+
+        Existing per-parameter state, ``step`` and ``learning_rate`` are never reset.
+        """
+        self._check_reserved(parameters, "parameters")
+        try:
+            _check_leaves(parameters)
+        except _PathError as err:
+            raise err.build(f"{type(self).__name__}.init: parameter") from None
+        self._merge_structure(parameters, self._state)
+        try:
+            self._init_leaves(parameters, self._state)
+        except _PathError as err:
+            raise err.build(f"{type(self).__name__}.init: parameter") from None
+        finally:
+            self._xp = None
+        self._initialized = True
+
+    def update(self, model: Any, gradients: Any) -> None:
+        """Apply the gradients to ``model``.
+
+        MLX modules are updated through ``model.update``; plain dicts and lists are updated
+        recursively (only the locations present in ``gradients``), writing NumPy arrays in place
+        where shape and dtype allow.
+        """
+        _backend.write_back(model, self.apply_gradients(gradients, model))
+
+    def apply_gradients(self, gradients: Any, parameters: Any) -> Any:
+        """Return the updated parameters for ``gradients``; inputs are never modified.
+
+        The update is all-or-nothing: if anything fails (a gradient without state or without a
+        parameter, mismatched shapes or libraries, an error in the maths), ``step``,
+        ``learning_rate`` and every state array are left exactly as they were.
+        """
+        state = self._state
+        if "step" not in state:
+            raise MissingStateError(
+                f"{type(self).__name__}: the state has no 'step' entry. A state assigned with "
+                "`optimizer.state = ...` must come from a saved optimizer state "
+                "(tree_flatten(optimizer.state)), which always holds 'step'."
+            )
+        self._check_reserved(gradients, "gradients")
+        like = _first_array(gradients)
+        if not self._initialized:
+            self.init(gradients)
+        if like is not None:
+            self._adopt_scalars(like)
+            self._xp = _backend.namespace(like)
+        saved = {k: state[k] for k in ("step", "learning_rate", *self._schedulers) if k in state}
+        staged: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        try:
+            for name, schedule in self._schedulers.items():
+                state[name] = self._schedule_value(schedule(state["step"]))
+            state["step"] = finalize(state["step"] + 1)
+            lib = library_name(like) if like is not None else None
+            result = self._walk(gradients, parameters, state, staged, lib)
+        except _PathError as err:
+            state.update(saved)
+            raise err.build(f"{type(self).__name__}.apply_gradients: gradient") from None
+        except BaseException:
+            state.update(saved)
+            raise
+        finally:
+            self._xp = None
+        for target, values in staged:
+            target.update(values)
+        return result
+
+    # ------------------------------------------------------------------ subclass hooks
+    def init_single(self, parameter: Any, state: dict[str, Any]) -> None:
+        """Fill the empty per-parameter dict ``state`` for ``parameter``."""
+        raise NotImplementedError
+
+    def apply_single(self, gradient: Any, parameter: Any, state: dict[str, Any]) -> Any:
+        """Return the updated ``parameter`` and write the new state arrays into ``state``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ helpers for hooks
+    def _lr(self, gradient: Any) -> Any:
+        """The learning rate cast to the gradient's dtype (what every MLX optimizer uses)."""
+        return self._xp.astype(self.learning_rate, gradient.dtype)
+
+    def _step_float(self) -> Any:
+        """The (already increased) step as a float32 0-d array, for bias terms."""
+        xp = self._xp
+        return xp.astype(self._state["step"], xp.float32)
+
+    def _maybe_schedule(self, name: str, value: Any) -> None:
+        if callable(value):
+            self._schedulers[name] = value
+            self._state[name] = self._schedule_value(value(self._state["step"]))
+        else:
+            self._state[name] = _backend.as_state_array(value)
+
+    # ------------------------------------------------------------------ internals
+    def _get_reserved(self, key: str) -> Any:
+        try:
+            return self._state[key]
+        except KeyError:
+            raise MissingStateError(
+                f"{type(self).__name__}: the state has no {key!r} entry"
+                + (
+                    " (Adafactor without a learning_rate uses a relative step size and stores none)"
+                    if key == "learning_rate"
+                    else ""
+                )
+            ) from None
+
+    def _schedule_value(self, value: Any) -> Any:
+        if library_name(value) is None:
+            # Improvement over MLX: a schedule may return a plain Python number.
+            value = _backend.to_library(_backend.as_state_array(value), self._state["step"])
+        return finalize(value)
+
+    def _adopt_scalars(self, like: Any) -> None:
+        state = self._state
+        lib = library_name(like)
+        step = state["step"]
+        if library_name(step) == lib:
+            return
+        state["step"] = _backend.to_library(step, like)
+        for key in ("learning_rate", *self._schedulers):
+            value = state.get(key)
+            if value is not None and library_name(value) not in (None, lib):
+                state[key] = _backend.to_library(value, like)
+
+    def _check_reserved(self, tree: Any, what: str) -> None:
+        if isinstance(tree, Mapping):
+            for key in (*RESERVED, *self._schedulers):
+                if key in tree:
+                    raise ValueError(
+                        f"{type(self).__name__}: the {what} tree has a top-level entry named "
+                        f"{key!r}, which collides with the optimizer's own {key!r} state entry. "
+                        "Rename the parameter or nest the parameters one level deeper "
+                        "(e.g. {'model': params})."
+                    )
+
+    def _merge_structure(self, params: Any, state: Any) -> Any:
+        """Phase A of ``init``: make ``state`` mirror the containers of ``params``."""
+        if isinstance(params, (list, tuple)):
+            if not isinstance(state, (list, tuple)):
+                raise TreeMismatchError(
+                    f"{type(self).__name__}.init: parameters have a {type(params).__name__} "
+                    f"where the state has a {type(state).__name__}"
+                )
+            items = list(state)
+            if len(params) < len(items):
+                # MLX raises IndexError here; keep the extra (stale) entries instead.
+                merged = [self._merge_structure(p, s) for p, s in zip(params, items)]
+                merged += items[len(params) :]
+                return merged if type(params) is list else list(merged)
+            merged = [self._merge_structure(p, s) for p, s in zip(params, items)]
+            merged += [_skeleton(p) for p in params[len(items) :]]
+            return _rebuild(params, merged)
+        if isinstance(params, Mapping):
+            if not isinstance(state, dict):
+                raise TreeMismatchError(
+                    f"{type(self).__name__}.init: parameters have a dict where the state has "
+                    f"a {type(state).__name__} (a state restored with tree_unflatten turns "
+                    "dicts with all-digit keys into lists)"
+                )
+            for key, value in params.items():
+                if key in state:
+                    state[key] = self._merge_structure(value, state[key])
+                else:
+                    state[key] = _skeleton(value)
+            return state
+        return state
+
+    def _init_leaves(self, params: Any, state: Any) -> None:
+        """Phase B of ``init``: call ``init_single`` for every leaf whose state is empty."""
+        if isinstance(params, Mapping):
+            for key, value in params.items():
+                try:
+                    self._init_leaves(value, state[key])
+                except _PathError as err:
+                    err.segments.append(str(key))
+                    raise
+            return
+        if isinstance(params, (list, tuple)):
+            for i, value in enumerate(params):
+                try:
+                    self._init_leaves(value, state[i])
+                except _PathError as err:
+                    err.segments.append(str(i))
+                    raise
+            return
+        if not isinstance(state, dict):
+            raise _PathError(
+                TreeMismatchError,
+                f"the state entry is a {type(state).__name__}, expected a dict of state arrays",
+            )
+        if state:
+            return
+        if library_name(params) is None:
+            raise _PathError(
+                TypeError,
+                f"expected an array, got {type(params).__name__} ({params!r:.60}). Remove "
+                "non-array leaves from the tree or wrap them in an array.",
+            )
+        self._xp = _backend.namespace(params)
+        self.init_single(params, state)
+        for k, v in state.items():
+            state[k] = finalize(v)
+
+    def _walk(self, g: Any, p: Any, s: Any, staged: list, lib: str | None) -> Any:
+        if isinstance(g, Mapping):
+            out = {}
+            for key, gv in g.items():
+                try:
+                    pv = _child(p, key, "parameters")
+                    sv = _child(s, key, "state")
+                    out[key] = self._walk(gv, pv, sv, staged, lib)
+                except _PathError as err:
+                    err.segments.append(str(key))
+                    raise
+            return out
+        if isinstance(g, (list, tuple)):
+            items = []
+            for i, gv in enumerate(g):
+                try:
+                    pv = _child(p, i, "parameters")
+                    sv = _child(s, i, "state")
+                    items.append(self._walk(gv, pv, sv, staged, lib))
+                except _PathError as err:
+                    err.segments.append(str(i))
+                    raise
+            return _rebuild(g, items)
+        # a leaf: g is a gradient array, p its parameter, s its per-parameter state dict
+        glib = library_name(g)
+        if glib is None:
+            raise _PathError(
+                TypeError,
+                f"expected an array, got {type(g).__name__} ({g!r:.60}). Drop entries without "
+                "a gradient from the gradient tree instead of passing None or numbers.",
+            )
+        if glib != lib:
+            raise _PathError(
+                TypeError,
+                f"gradients mix array libraries ({lib} and {glib}); convert them all to one "
+                "library",
+            )
+        plib = library_name(p)
+        if plib != glib:
+            raise _PathError(
+                TypeError,
+                f"the gradient is a {glib} array but the parameter is "
+                f"{plib + ' array' if plib else type(p).__name__}; pass parameters and "
+                "gradients from the same array library",
+            )
+        if g.shape != p.shape:
+            raise _PathError(
+                ValueError,
+                f"gradient shape {tuple(g.shape)} does not match parameter shape "
+                f"{tuple(p.shape)}",
+            )
+        if not isinstance(s, dict) or not s:
+            raise _PathError(
+                MissingStateError,
+                "this parameter has no optimizer state (it was added after the state was "
+                "created). Call optimizer.init(parameters) with the full parameter tree first.",
+            )
+        staging = dict(s)
+        new_p = self.apply_single(g, p, staging)
+        for k, v in staging.items():
+            staging[k] = finalize(v)
+        staged.append((s, staging))
+        return finalize(new_p)
+
+
+def _child(tree: Any, key: Any, what: str) -> Any:
+    try:
+        return tree[key]
+    except (KeyError, IndexError, TypeError) as exc:
+        if isinstance(exc, TypeError) or (isinstance(exc, KeyError) and not isinstance(tree, Mapping)):
+            raise _PathError(
+                TreeMismatchError,
+                f"the gradients have {'a dict' if isinstance(key, str) else 'a list'} here but "
+                f"the {what} has a {type(tree).__name__}"
+                + (
+                    " (tree_unflatten turns dicts with all-digit keys into lists; build the "
+                    "parameter tree with non-digit keys or call optimizer.init(parameters))"
+                    if what == "state"
+                    else ""
+                ),
+            ) from None
+        if what == "state":
+            raise _PathError(
+                MissingStateError,
+                "this parameter has no optimizer state (it was added after the state was "
+                "created). Call optimizer.init(parameters) with the full parameter tree first.",
+            ) from None
+        raise _PathError(
+            TreeMismatchError,
+            f"the gradient has no matching entry in the {what} "
+            f"({type(tree).__name__} without key {key!r})",
+        ) from None
+
+
+def _skeleton(tree: Any) -> Any:
+    """The tree with every leaf replaced by a fresh empty dict (containers preserved)."""
+    if isinstance(tree, Mapping):
+        return {k: _skeleton(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return _rebuild(tree, [_skeleton(v) for v in tree])
+    return {}
+
+
+def _first_array(tree: Any) -> Any:
+    """The first array leaf of ``tree`` in traversal order, or None."""
+    if isinstance(tree, Mapping):
+        for v in tree.values():
+            found = _first_array(v)
+            if found is not None:
+                return found
+        return None
+    if isinstance(tree, (list, tuple)):
+        for v in tree:
+            found = _first_array(v)
+            if found is not None:
+                return found
+        return None
+    return tree if library_name(tree) is not None else None
+
+
+def _check_leaves(tree: Any) -> None:
+    """Raise a path error for the first leaf of ``tree`` that is not an array."""
+    if isinstance(tree, Mapping):
+        items: Any = tree.items()
+    elif isinstance(tree, (list, tuple)):
+        items = enumerate(tree)
+    else:
+        if library_name(tree) is None:
+            raise _PathError(
+                TypeError,
+                f"expected an array, got {type(tree).__name__} ({tree!r:.60}). Remove "
+                "non-array leaves (None, numbers) from the tree.",
+            )
+        return
+    for key, value in items:
+        try:
+            _check_leaves(value)
+        except _PathError as err:
+            err.segments.append(str(key))
+            raise

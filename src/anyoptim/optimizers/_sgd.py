@@ -1,0 +1,72 @@
+"""Stochastic gradient descent with momentum, dampening, Nesterov and weight decay."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._base import LearningRate, Optimizer
+from ._validate import require
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent (with optional momentum).
+
+    .. math::
+
+        g_t &\leftarrow g_t + \lambda p_t \\
+        v_{t+1} &= \mu v_t + (1 - \tau) g_t \\
+        p_{t+1} &= p_t - \eta \, (g_t + \mu v_{t+1} \text{ if nesterov else } v_{t+1})
+
+    Unlike ``torch.optim.SGD``, dampening applies from the first step (MLX semantics).
+
+    Args:
+        learning_rate: the learning rate :math:`\eta`, or a schedule ``step -> lr``.
+        momentum: momentum strength :math:`\mu`. Default ``0``.
+        weight_decay: L2 penalty :math:`\lambda` added to the gradient. Default ``0``.
+        dampening: dampening :math:`\tau` of the momentum. Default ``0``.
+        nesterov: use Nesterov momentum (needs momentum > 0 and dampening 0). Default False.
+
+    Reference: Sutskever et al., "On the importance of initialization and momentum in deep
+    learning", ICML 2013.
+
+    Example:
+        >>> import numpy as np, anyoptim as optim
+        >>> opt = optim.SGD(learning_rate=0.1, momentum=0.9)
+        >>> opt.apply_gradients({"w": np.ones(2, np.float32)}, {"w": np.zeros(2, np.float32)})
+        {'w': array([-0.1, -0.1], dtype=float32)}
+    """
+
+    def __init__(
+        self,
+        learning_rate: LearningRate,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        dampening: float = 0.0,
+        nesterov: bool = False,
+    ) -> None:
+        if nesterov:
+            require(momentum > 0, "SGD", "momentum", "> 0 when nesterov=True", momentum,
+                    "Nesterov momentum needs a positive momentum; set momentum or nesterov=False.")
+            require(dampening == 0, "SGD", "dampening", "0 when nesterov=True", dampening,
+                    "Nesterov momentum requires zero dampening.")
+        super().__init__()
+        self._maybe_schedule("learning_rate", learning_rate)
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.dampening = dampening
+        self.nesterov = nesterov
+
+    def init_single(self, parameter: Any, state: dict[str, Any]) -> None:
+        state["v"] = self.xp.zeros_like(parameter)
+
+    def apply_single(self, gradient: Any, parameter: Any, state: dict[str, Any]) -> Any:
+        if self.weight_decay != 0:
+            gradient = gradient + self.weight_decay * parameter
+        lr = self._lr(gradient)
+        if self.momentum <= 0:
+            return parameter - lr * gradient
+        v = self.momentum * state["v"]
+        v = v + ((1 - self.dampening) * gradient if self.dampening > 0 else gradient)
+        state["v"] = v
+        update = gradient + self.momentum * v if self.nesterov else v
+        return parameter - lr * update
