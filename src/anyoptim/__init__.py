@@ -8,6 +8,7 @@ Use it as a drop-in for ``mlx.optimizers``::
 """
 
 from . import optimizers, schedulers, utils
+from .io import load, load_params, read_metadata, save
 from .errors import CheckpointError, MissingStateError, TreeMismatchError
 from .optimizers import (
     SGD,
@@ -56,7 +57,11 @@ __all__ = [
     "exponential_decay",
     "join_schedules",
     "linear_schedule",
+    "load",
+    "load_params",
     "optimizers",
+    "read_metadata",
+    "save",
     "schedulers",
     "step_decay",
     "utils",

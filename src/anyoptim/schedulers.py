@@ -18,6 +18,7 @@ from .optimizers._validate import require
 
 __all__ = [
     "cosine_decay",
+    "from_spec",
     "exponential_decay",
     "join_schedules",
     "linear_schedule",
@@ -36,10 +37,53 @@ def _as_float32(step: Any) -> tuple[Any, Any]:
     return xp, xp.astype(step, xp.float32)
 
 
-def _describe(fn: Schedule, text: str) -> Schedule:
-    fn.__qualname__ = fn.__name__ = text.split("(", 1)[0]
-    fn.description = text  # type: ignore[attr-defined]
+def _describe(fn: Schedule, name: str, *args: Any) -> Schedule:
+    """Attach a JSON-able description (``fn.spec``) and a readable text to a schedule."""
+
+    def text(arg: Any) -> str:
+        if isinstance(arg, list) and arg and all(callable(a) for a in arg):
+            return "[" + ", ".join(getattr(a, "description", "<custom>") for a in arg) + "]"
+        return repr(arg)
+
+    fn.__qualname__ = fn.__name__ = name
+    fn.description = f"{name}({', '.join(text(a) for a in args)})"  # type: ignore[attr-defined]
+    fn.spec = {  # type: ignore[attr-defined]
+        "name": name,
+        "args": [
+            [getattr(a, "spec", None) for a in arg] if name == "join_schedules" and i == 0 else arg
+            for i, arg in enumerate(args)
+        ],
+    }
     return fn
+
+
+def from_spec(spec: dict[str, Any]) -> Schedule:
+    """Rebuild a schedule from the ``spec`` attribute of a built-in schedule.
+
+    Only the five factories of this module can be named, so a spec read from a file can never
+    run arbitrary code.
+    """
+    factories = {
+        "cosine_decay": cosine_decay,
+        "exponential_decay": exponential_decay,
+        "join_schedules": join_schedules,
+        "linear_schedule": linear_schedule,
+        "step_decay": step_decay,
+    }
+    if not isinstance(spec, dict) or spec.get("name") not in factories:
+        raise ValueError(
+            f"not a built-in schedule description: {spec!r:.100}; expected one of "
+            + ", ".join(sorted(factories))
+        )
+    args = list(spec.get("args", []))
+    if spec["name"] == "join_schedules":
+        if not args or any(s is None for s in args[0]):
+            raise ValueError("join_schedules description contains a custom schedule")
+        args[0] = [from_spec(s) for s in args[0]]
+    for a in args:
+        if spec["name"] != "join_schedules" and not isinstance(a, (int, float)):
+            raise ValueError(f"schedule arguments must be numbers, got {a!r:.60}")
+    return factories[spec["name"]](*args)
 
 
 def exponential_decay(init: float, decay_rate: float) -> Schedule:
@@ -60,7 +104,7 @@ def exponential_decay(init: float, decay_rate: float) -> Schedule:
         xp, s = _as_float32(step)
         return _backend.finalize(init * decay_rate**s)
 
-    return _describe(schedule, f"exponential_decay({init!r}, {decay_rate!r})")
+    return _describe(schedule, "exponential_decay", init, decay_rate)
 
 
 def step_decay(init: float, decay_rate: float, step_size: int) -> Schedule:
@@ -81,7 +125,7 @@ def step_decay(init: float, decay_rate: float, step_size: int) -> Schedule:
         xp, s = _as_float32(step // step_size)
         return _backend.finalize(init * decay_rate**s)
 
-    return _describe(schedule, f"step_decay({init!r}, {decay_rate!r}, {step_size!r})")
+    return _describe(schedule, "step_decay", init, decay_rate, step_size)
 
 
 def cosine_decay(init: float, decay_steps: int, end: float = 0.0) -> Schedule:
@@ -109,7 +153,7 @@ def cosine_decay(init: float, decay_steps: int, end: float = 0.0) -> Schedule:
         decay = 0.5 * (1.0 + xp.cos(scale * s))
         return _backend.finalize(end + decay * (init - end))
 
-    return _describe(schedule, f"cosine_decay({init!r}, {decay_steps!r}, {end!r})")
+    return _describe(schedule, "cosine_decay", init, decay_steps, end)
 
 
 def linear_schedule(init: float, end: float, steps: int) -> Schedule:
@@ -129,7 +173,7 @@ def linear_schedule(init: float, end: float, steps: int) -> Schedule:
         s = xp.minimum(s, float(steps))
         return _backend.finalize(s * slope + init)
 
-    return _describe(schedule, f"linear_schedule({init!r}, {end!r}, {steps!r})")
+    return _describe(schedule, "linear_schedule", init, end, steps)
 
 
 def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
@@ -170,8 +214,7 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
             out = xp.where(step < boundary, out, _as_array(later(shifted), xp))
         return _backend.finalize(out)
 
-    text = ", ".join(getattr(s, "description", getattr(s, "__name__", "?")) for s in schedules)
-    return _describe(schedule, f"join_schedules([{text}], {boundaries!r})")
+    return _describe(schedule, "join_schedules", schedules, boundaries)
 
 
 def _as_array(value: Any, xp: Any) -> Any:

@@ -1,0 +1,139 @@
+"""Reading and writing safetensors files for every array library.
+
+Each library has its own well-kept writer and reader (``safetensors.numpy``, ``mx.save_safetensors``
+/ ``mx.load``, ``safetensors.torch``); this module picks the one that keeps every dtype,
+bfloat16 included, without a detour through NumPy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from typing import Any
+
+import numpy as np
+
+from . import library_name
+
+LIBRARIES = ("numpy", "mlx", "torch", "jax", "cupy")
+
+
+def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parse the JSON header of a safetensors file without reading any tensor data.
+
+    Raises ValueError with the reason when the file is not a well-formed safetensors file.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        prefix = fh.read(8)
+        if len(prefix) < 8:
+            raise ValueError(f"file is {size} bytes long, too short for a safetensors header")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > size - 8:
+            raise ValueError(
+                f"header claims {length} bytes but the file has only {size - 8} after the "
+                "length prefix (truncated file?)"
+            )
+        raw = fh.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"header is not valid JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    data_size = size - 8 - length
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            start, end = info["data_offsets"]
+            info["dtype"], info["shape"]  # noqa: B018
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"tensor {name!r} has a malformed header entry") from None
+        if not 0 <= start <= end <= data_size:
+            raise ValueError(
+                f"tensor {name!r} lies at bytes {start}..{end} but the data section has "
+                f"only {data_size} bytes (truncated file?)"
+            )
+    return header
+
+
+def write(path: str | os.PathLike[str], arrays: dict[str, Any], metadata: dict[str, str]) -> None:
+    """Write ``arrays`` (all from one library) atomically: a temporary file, then a rename."""
+    libs = sorted({str(library_name(a)) for a in arrays.values()})
+    if len(libs) > 1:
+        raise TypeError(f"cannot save arrays from several libraries in one file: {libs}")
+    lib = libs[0] if libs else "numpy"
+    target = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(target))
+    fd, tmp = tempfile.mkstemp(prefix=".anyoptim-", suffix=".safetensors", dir=directory)
+    os.close(fd)
+    try:
+        _write_with(lib, tmp, arrays, metadata)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _write_with(lib: str, path: str, arrays: dict[str, Any], metadata: dict[str, str]) -> None:
+    if lib == "mlx":
+        import mlx.core as mx
+
+        mx.save_safetensors(path, arrays, metadata=metadata)
+    elif lib == "torch":
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().contiguous() for k, v in arrays.items()}, path, metadata=metadata)
+    else:
+        from safetensors.numpy import save_file
+
+        host = {k: np.asarray(_to_host(v), order="C") for k, v in arrays.items()}
+        save_file(host, path, metadata=metadata)
+
+
+def _to_host(x: Any) -> np.ndarray:
+    lib = library_name(x)
+    if lib == "cupy":
+        return x.get()
+    return np.asarray(x)
+
+
+def read(path: str | os.PathLike[str], library: str) -> dict[str, Any]:
+    """Read every tensor of a safetensors file as arrays of ``library``."""
+    if library not in LIBRARIES:
+        raise ValueError(f"library should be one of {', '.join(LIBRARIES)}, got {library!r}")
+    path = os.fspath(path)
+    if library == "mlx":
+        import mlx.core as mx
+
+        return dict(mx.load(path, format="safetensors"))
+    if library == "torch":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    from safetensors.numpy import load_file
+
+    try:
+        host = load_file(path)
+    except TypeError as exc:
+        if "bfloat16" in str(exc):
+            raise TypeError(
+                "the file holds bfloat16 arrays, which NumPy cannot represent; load it with "
+                "library='mlx' or library='torch'"
+            ) from None
+        raise
+    if library == "numpy":
+        return host
+    if library == "jax":
+        import jax.numpy as jnp
+
+        return {k: jnp.asarray(v) for k, v in host.items()}
+    import cupy
+
+    return {k: cupy.asarray(v) for k, v in host.items()}
