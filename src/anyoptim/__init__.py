@@ -8,6 +8,7 @@ Use it as a drop-in for ``mlx.optimizers``::
 """
 
 from . import optimizers, schedulers, utils
+from ._backend import module_grads
 from .io import load, load_params, read_metadata, save
 from .errors import CheckpointError, MissingStateError, TreeMismatchError
 from .optimizers import (
@@ -59,6 +60,7 @@ __all__ = [
     "linear_schedule",
     "load",
     "load_params",
+    "module_grads",
     "optimizers",
     "read_metadata",
     "save",

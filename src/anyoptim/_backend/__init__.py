@@ -14,6 +14,7 @@ Operations the optimizers rely on (all array-API standard names)::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any
 
@@ -26,6 +27,9 @@ __all__ = [
     "host_scalar",
     "is_array",
     "library_name",
+    "model_parameters",
+    "module_grads",
+    "no_grad",
     "namespace",
     "same_library",
     "to_library",
@@ -61,9 +65,8 @@ def _library_of_type(cls: type) -> str | None:
 
         return "torch" if issubclass(cls, torch.Tensor) else None
     if root in ("jax", "jaxlib"):
-        import jax
-
-        return "jax" if issubclass(cls, jax.Array) else None
+        # jax.Array and the tracers seen under jit/grad/vmap (virtual subclasses of jax.Array)
+        return "jax" if hasattr(cls, "dtype") and hasattr(cls, "shape") else None
     if root == "cupy":
         return "cupy" if cls.__name__ == "ndarray" else None
     if hasattr(cls, "__array_namespace__"):
@@ -86,16 +89,16 @@ def _namespace_for(name: str) -> Any:
         import mlx.core as mx
 
         return mx
-    import array_api_compat
+    import importlib
 
     if name == "torch":
-        return array_api_compat.torch  # type: ignore[attr-defined]
+        return importlib.import_module("array_api_compat.torch")
     if name == "jax":
         import jax.numpy as jnp
 
         return jnp
     if name == "cupy":
-        return array_api_compat.cupy  # type: ignore[attr-defined]
+        return importlib.import_module("array_api_compat.cupy")
     raise TypeError(f"unsupported array library {name!r}")
 
 
@@ -175,7 +178,16 @@ def to_library(x: Any, like: Any) -> Any:
     xp = _namespace_for(dst)
     device = getattr(like, "device", None)
     if dst == "jax":
+        import jax
+
+        if host.dtype.itemsize == 8 and not jax.config.jax_enable_x64:
+            # JAX's default 32-bit mode: narrow explicitly instead of triggering a warning.
+            narrow = {"u": np.uint32, "i": np.int32, "f": np.float32}.get(host.dtype.kind)
+            host = host.astype(narrow) if narrow is not None else host
         return xp.asarray(host)
+    if dst == "torch" and host.dtype == np.uint64:
+        # PyTorch has no arithmetic for uint64 tensors: the step counter is int64 there.
+        host = host.astype(np.int64)
     if device is not None:
         return xp.asarray(host, device=device)
     return xp.asarray(host)
@@ -204,6 +216,14 @@ def write_back(model: Any, new: Any) -> None:
     ``new`` (MLX's shallow ``dict.update`` would drop sibling entries). Writeable NumPy arrays
     with unchanged shape and dtype are overwritten in place, so other references see the update.
     """
+    if _is_torch_module(model):
+        import torch
+
+        with torch.no_grad():
+            params = dict(model.named_parameters())
+            for name, value in new.items():
+                params[name].copy_(value)
+        return
     own_update = getattr(type(model), "update", None)
     if own_update is not None and own_update is not dict.update and not isinstance(model, list):
         model.update(new)
@@ -232,7 +252,64 @@ def _merge_into(target: Any, new: Any) -> Any:
     return _store_leaf(target, new)
 
 
+def no_grad(tree: Any) -> Any:
+    """``torch.no_grad()`` when ``tree`` holds torch tensors, else a null context."""
+    leaf = tree
+    while isinstance(leaf, (dict, list, tuple)) and leaf:
+        leaf = next(iter(leaf.values())) if isinstance(leaf, dict) else leaf[0]
+    if library_name(leaf) == "torch":
+        import torch
+
+        return torch.no_grad()
+    return contextlib.nullcontext()
+
+
+def module_grads(model: Any) -> dict[str, Any]:
+    """The gradients of a ``torch.nn.Module``, keyed like ``model.named_parameters()``.
+
+    Parameters without a gradient (frozen, or unused in the loss) are left out, so they get no
+    optimizer state, as with MLX's ``nn.value_and_grad``.
+    """
+    if not _is_torch_module(model):
+        raise TypeError(
+            f"module_grads expects a torch.nn.Module, got {type(model).__name__}; for other "
+            "models compute the gradient tree with your framework (jax.grad, nn.value_and_grad)"
+        )
+    return {
+        name: p.grad
+        for name, p in model.named_parameters()
+        if p.requires_grad and p.grad is not None
+    }
+
+
+def _is_torch_module(model: Any) -> bool:
+    for cls in type(model).__mro__:
+        if cls.__name__ == "Module" and cls.__module__ == "torch.nn.modules.module":
+            return True
+    return False
+
+
+def model_parameters(model: Any) -> Any:
+    """The parameter tree of ``model`` as the optimizer sees it.
+
+    A ``torch.nn.Module`` gives ``dict(model.named_parameters())`` (flat, dotted keys); any
+    other model is its own tree (dicts, lists, MLX modules).
+    """
+    if _is_torch_module(model):
+        return dict(model.named_parameters())
+    return model
+
+
 def _store_leaf(old: Any, new: Any) -> Any:
+    lib = library_name(old)
+    if lib == "torch" and library_name(new) == "torch":
+        if old.shape == new.shape and old.dtype == new.dtype and old.device == new.device:
+            import torch
+
+            with torch.no_grad():
+                old.copy_(new)
+            return old
+        return new
     if (
         type(old) is np.ndarray
         and type(new) is np.ndarray

@@ -122,6 +122,9 @@ class Optimizer:
         except _PathError as err:
             raise err.build(f"{type(self).__name__}.init: parameter") from None
         self._merge_structure(parameters, self._state)
+        like = _first_array(parameters)
+        if like is not None:
+            self._adopt_scalars(like)
         try:
             self._init_leaves(parameters, self._state)
         except _PathError as err:
@@ -137,7 +140,37 @@ class Optimizer:
         recursively (only the locations present in ``gradients``), writing NumPy arrays in place
         where shape and dtype allow.
         """
-        _backend.write_back(model, self.apply_gradients(gradients, model))
+        params = _backend.model_parameters(model)
+        with _backend.no_grad(gradients):
+            new = self.apply_gradients(gradients, params)
+            _backend.write_back(model, new)
+
+    def pure_step(self, state: Any, gradients: Any, parameters: Any) -> tuple[Any, Any]:
+        """A pure function of its inputs: return ``(new_parameters, new_state)``.
+
+        Neither the inputs nor ``self.state`` are modified, so this is the entry point for
+        compilers and transformations: ``jax.jit`` (with buffer donation), ``jax.vmap``,
+        ``jax.grad``, ``mx.compile`` and ``torch.compile``. ``state`` is a state dict as found
+        in ``optimizer.state`` (for example after ``optimizer.init(params)``); entries missing
+        for some parameters are created. Hyperparameters and schedules come from ``self``.
+
+        Example:
+            >>> import numpy as np, anyoptim as optim
+            >>> opt = optim.SGD(learning_rate=0.1)
+            >>> params = {"w": np.ones(2, np.float32)}
+            >>> opt.init(params)
+            >>> new_params, new_state = opt.pure_step(opt.state, {"w": np.ones(2, np.float32)}, params)
+            >>> new_params["w"], int(new_state["step"]), int(opt.state["step"])
+            (array([0.9, 0.9], dtype=float32), 1, 0)
+        """
+        saved, saved_init = self._state, self._initialized
+        self._state = _copy_containers(state)
+        self._initialized = False
+        try:
+            result = self.apply_gradients(gradients, parameters)
+            return result, self._state
+        finally:
+            self._state, self._initialized = saved, saved_init
 
     def apply_gradients(self, gradients: Any, parameters: Any) -> Any:
         """Return the updated parameters for ``gradients``; inputs are never modified.
@@ -362,6 +395,12 @@ class Optimizer:
                 f"{plib + ' array' if plib else type(p).__name__}; pass parameters and "
                 "gradients from the same array library",
             )
+        if glib == "torch" and g.device != p.device:
+            raise _PathError(
+                ValueError,
+                f"the gradient is on {g.device} but the parameter is on {p.device}; move them "
+                "to the same device",
+            )
         if g.shape != p.shape:
             raise _PathError(
                 ValueError,
@@ -457,3 +496,12 @@ def _check_leaves(tree: Any) -> None:
         except _PathError as err:
             err.segments.append(str(key))
             raise
+
+
+def _copy_containers(tree: Any) -> Any:
+    """A copy of the dicts, lists and tuples of ``tree``; the leaves (arrays) are shared."""
+    if isinstance(tree, Mapping):
+        return {k: _copy_containers(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return _rebuild(tree, [_copy_containers(v) for v in tree])
+    return tree
