@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import MissingStateError
 from ..utils import tree_flatten, tree_map_with_path, tree_unflatten
-from ._base import Optimizer
+from ._base import Optimizer, _copy_containers
 
 Filter = Callable[[str, Any], bool]
 
@@ -81,6 +81,25 @@ class MultiOptimizer(Optimizer):
                 _restore(snapshot)
             raise
         return tree_map_with_path(lambda path, _: flat[path], gradients)
+
+    def pure_step(self, state: Any, gradients: Any, parameters: Any) -> tuple[Any, Any]:
+        """``(new_parameters, new_state)`` for ``state = {"states": [...]}``; see Optimizer."""
+        states = state.get("states") if isinstance(state, dict) else None
+        if not isinstance(states, (list, tuple)) or len(states) != len(self.optimizers):
+            raise ValueError(
+                "MultiOptimizer.pure_step needs state={'states': [...]} with one state per "
+                f"optimizer ({len(self.optimizers)})"
+            )
+        saved = [(opt._state, opt._initialized) for opt in self.optimizers]
+        try:
+            for opt, sub in zip(self.optimizers, states):
+                opt._state = _copy_containers(sub)
+                opt._initialized = False
+            result = self.apply_gradients(gradients, parameters)
+            return result, {"states": [opt._state for opt in self.optimizers]}
+        finally:
+            for opt, (sub, initialized) in zip(self.optimizers, saved):
+                opt._state, opt._initialized = sub, initialized
 
     @property
     def state(self) -> dict[str, Any]:
