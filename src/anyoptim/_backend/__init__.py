@@ -74,6 +74,22 @@ def _library_of_type(cls: type) -> str | None:
     return None
 
 
+def fused_numpy_available() -> bool:
+    """True when numba is installed (and not disabled with ANYOPTIM_DISABLE_FUSED=1)."""
+    return _fused_available()
+
+
+@functools.lru_cache(maxsize=1)
+def _fused_available() -> bool:
+    import os
+
+    if os.environ.get("ANYOPTIM_DISABLE_FUSED", "") not in ("", "0"):
+        return False
+    from . import _numpy_fused
+
+    return _numpy_fused.available()
+
+
 def is_array(x: Any) -> bool:
     """True if ``x`` is an array of any supported library."""
     return library_name(x) is not None

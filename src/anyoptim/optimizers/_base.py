@@ -141,6 +141,9 @@ class Optimizer:
         where shape and dtype allow.
         """
         params = _backend.model_parameters(model)
+        fast = _fast_path(self, _first_array(gradients))
+        if fast is not None and fast.step(self, gradients, params, inplace=True) is not NotImplemented:
+            return
         with _backend.no_grad(gradients):
             new = self.apply_gradients(gradients, params)
             _backend.write_back(model, new)
@@ -188,30 +191,59 @@ class Optimizer:
             )
         self._check_reserved(gradients, "gradients")
         like = _first_array(gradients)
+        fast = _fast_path(self, like)
+        if fast is not None:
+            result = fast.step(self, gradients, parameters, inplace=False)
+            if result is not NotImplemented:
+                return result
+        rollback = None
         if not self._initialized:
-            self.init(gradients)
+            # All-or-nothing includes the lazy init: a failed call leaves no new state behind.
+            rollback = _snapshot_dicts(state)
+            try:
+                self.init(gradients)
+            except BaseException:
+                self._rollback_init(rollback)
+                raise
+        # Without gradient leaves (e.g. an empty MultiOptimizer part) the parameters tell which
+        # library step and learning_rate belong to.
+        owner = like if like is not None else _first_array(parameters)
+        if owner is not None:
+            self._adopt_scalars(owner)
         if like is not None:
-            self._adopt_scalars(like)
             self._xp = _backend.namespace(like)
-        saved = {k: state[k] for k in ("step", "learning_rate", *self._schedulers) if k in state}
         staged: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        saved = {}
         try:
-            for name, schedule in self._schedulers.items():
-                state[name] = self._schedule_value(schedule(state["step"]))
-            state["step"] = finalize(state["step"] + 1)
+            saved = self._advance()
             lib = library_name(like) if like is not None else None
             result = self._walk(gradients, parameters, state, staged, lib)
         except _PathError as err:
             state.update(saved)
+            self._rollback_init(rollback)
             raise err.build(f"{type(self).__name__}.apply_gradients: gradient") from None
         except BaseException:
             state.update(saved)
+            self._rollback_init(rollback)
             raise
         finally:
             self._xp = None
         for target, values in staged:
             target.update(values)
         return result
+
+    def _advance(self) -> dict[str, Any]:
+        """Evaluate the schedules and increase the step; return what to restore on failure."""
+        state = self._state
+        saved = {k: state[k] for k in ("step", "learning_rate", *self._schedulers) if k in state}
+        try:
+            for name, schedule in self._schedulers.items():
+                state[name] = self._schedule_value(schedule(state["step"]))
+            state["step"] = finalize(state["step"] + 1)
+        except BaseException:
+            state.update(saved)
+            raise
+        return saved
 
     # ------------------------------------------------------------------ subclass hooks
     def init_single(self, parameter: Any, state: dict[str, Any]) -> None:
@@ -240,6 +272,14 @@ class Optimizer:
             self._state[name] = _backend.as_state_array(value)
 
     # ------------------------------------------------------------------ internals
+    def _rollback_init(self, rollback: list[tuple[dict[str, Any], dict[str, Any]]] | None) -> None:
+        """Undo a lazy ``init`` made by a failed ``apply_gradients`` call."""
+        if rollback is not None:
+            for target, saved in rollback:
+                target.clear()
+                target.update(saved)
+            self._initialized = False
+
     def _get_reserved(self, key: str) -> Any:
         try:
             return self._state[key]
@@ -450,6 +490,20 @@ def _child(tree: Any, key: Any, what: str) -> Any:
         ) from None
 
 
+def _snapshot_dicts(tree: Any) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Shallow copies of every dict in a state tree, to undo a structural merge."""
+    out: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            out.append((node, dict(node)))
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+    return out
+
+
 def _skeleton(tree: Any) -> Any:
     """The tree with every leaf replaced by a fresh empty dict (containers preserved)."""
     if isinstance(tree, Mapping):
@@ -505,3 +559,16 @@ def _copy_containers(tree: Any) -> Any:
     if isinstance(tree, (list, tuple)):
         return _rebuild(tree, [_copy_containers(v) for v in tree])
     return tree
+
+
+def _fast_path(opt: Optimizer, like: Any) -> Any:
+    """The fused-kernel module for ``like``'s library, if ``opt`` has kernels there.
+
+    Only for an initialised optimizer: the first (lazy-init) step takes the reference path.
+    """
+    if type(like) is np.ndarray and opt._initialized and _backend.fused_numpy_available():
+        from .._backend import _numpy_fused
+
+        if _numpy_fused.supported(opt):
+            return _numpy_fused
+    return None
