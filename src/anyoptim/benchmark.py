@@ -185,11 +185,11 @@ def _jax(kind: str) -> Callable[[dict, dict], Callable[[], None]]:
         opt = optim.AdamW(LR, betas=[B1, B2], eps=EPS, weight_decay=WD, bias_correction=True)
         opt.init(p)
         fn = jax.jit(opt.pure_step, donate_argnums=(0, 2))
-        box = [opt.state, p]
+        box = [p, opt.state]
 
         def step() -> None:
-            box[1], box[0] = fn(box[0], g, box[1])
-            jax.block_until_ready(box[1])
+            box[0], box[1] = fn(box[0], g, box[1])
+            jax.block_until_ready(box[0])
 
         return step
 

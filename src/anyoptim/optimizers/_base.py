@@ -148,21 +148,24 @@ class Optimizer:
             new = self.apply_gradients(gradients, params)
             _backend.write_back(model, new)
 
-    def pure_step(self, state: Any, gradients: Any, parameters: Any) -> tuple[Any, Any]:
+    def pure_step(self, parameters: Any, gradients: Any, state: Any) -> tuple[Any, Any]:
         """A pure function of its inputs: return ``(new_parameters, new_state)``.
 
         Neither the inputs nor ``self.state`` are modified, so this is the entry point for
-        compilers and transformations: ``jax.jit`` (with buffer donation), ``jax.vmap``,
-        ``jax.grad``, ``mx.compile`` and ``torch.compile``. ``state`` is a state dict as found
-        in ``optimizer.state`` (for example after ``optimizer.init(params)``); entries missing
-        for some parameters are created. Hyperparameters and schedules come from ``self``.
+        compilers and transformations: ``jax.jit`` (donate ``parameters`` and ``state``:
+        ``donate_argnums=(0, 2)``; outputs come in the same order as those inputs, so every
+        buffer is reused), ``jax.vmap``, ``jax.grad``, ``mx.compile`` and ``torch.compile``.
+        ``state`` is a state dict as found in ``optimizer.state`` (for example after
+        ``optimizer.init(params)``); entries missing for some parameters are created.
+        Hyperparameters and schedules come from ``self``.
 
         Example:
             >>> import numpy as np, anyoptim as optim
             >>> opt = optim.SGD(learning_rate=0.1)
             >>> params = {"w": np.ones(2, np.float32)}
             >>> opt.init(params)
-            >>> new_params, new_state = opt.pure_step(opt.state, {"w": np.ones(2, np.float32)}, params)
+            >>> grads = {"w": np.ones(2, np.float32)}
+            >>> new_params, new_state = opt.pure_step(params, grads, opt.state)
             >>> new_params["w"], int(new_state["step"]), int(opt.state["step"])
             (array([0.9, 0.9], dtype=float32), 1, 0)
         """

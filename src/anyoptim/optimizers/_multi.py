@@ -42,7 +42,7 @@ class MultiOptimizer(Optimizer):
     def __init__(
         self,
         optimizers: Sequence[Optimizer],
-        filters: Sequence[Filter] = (),
+        filters: Sequence[Filter] = [],  # noqa: B006  (MLX's default; never mutated)
     ) -> None:
         super().__init__()
         self._state = {}
@@ -72,6 +72,7 @@ class MultiOptimizer(Optimizer):
 
     def apply_gradients(self, gradients: Any, parameters: Any) -> Any:
         snapshots = [_snapshot(opt.state) for opt in self.optimizers]
+        initialized = [opt._initialized for opt in self.optimizers]
         flat: dict[str, Any] = {}
         try:
             for opt, part in zip(self.optimizers, self._split(gradients)):
@@ -79,10 +80,13 @@ class MultiOptimizer(Optimizer):
         except BaseException:
             for snapshot in snapshots:
                 _restore(snapshot)
+            # a restored (emptied) state must be lazily initialised again at the next call
+            for opt, flag in zip(self.optimizers, initialized):
+                opt._initialized = flag
             raise
         return tree_map_with_path(lambda path, _: flat[path], gradients)
 
-    def pure_step(self, state: Any, gradients: Any, parameters: Any) -> tuple[Any, Any]:
+    def pure_step(self, parameters: Any, gradients: Any, state: Any) -> tuple[Any, Any]:
         """``(new_parameters, new_state)`` for ``state = {"states": [...]}``; see Optimizer."""
         states = state.get("states") if isinstance(state, dict) else None
         if not isinstance(states, (list, tuple)) or len(states) != len(self.optimizers):
