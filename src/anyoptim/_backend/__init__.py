@@ -79,11 +79,16 @@ def fused_numpy_available() -> bool:
     return _fused_available()
 
 
-@functools.lru_cache(maxsize=1)
-def _fused_available() -> bool:
+def fused_enabled() -> bool:
+    """False when fused fast paths are switched off with ANYOPTIM_DISABLE_FUSED=1."""
     import os
 
-    if os.environ.get("ANYOPTIM_DISABLE_FUSED", "") not in ("", "0"):
+    return os.environ.get("ANYOPTIM_DISABLE_FUSED", "") in ("", "0")
+
+
+@functools.lru_cache(maxsize=1)
+def _fused_available() -> bool:
+    if not fused_enabled():
         return False
     from . import _numpy_fused
 

@@ -569,9 +569,17 @@ def _fast_path(opt: Optimizer, like: Any) -> Any:
 
     Only for an initialised optimizer: the first (lazy-init) step takes the reference path.
     """
-    if type(like) is np.ndarray and opt._initialized and _backend.fused_numpy_available():
-        from .._backend import _numpy_fused
+    if not opt._initialized:
+        return None
+    if type(like) is np.ndarray:
+        if _backend.fused_numpy_available():
+            from .._backend import _numpy_fused
 
-        if _numpy_fused.supported(opt):
-            return _numpy_fused
+            if _numpy_fused.supported(opt):
+                return _numpy_fused
+    elif library_name(like) == "torch" and _backend.fused_enabled():
+        from .._backend import _torch_fused
+
+        if _torch_fused.supported(opt):
+            return _torch_fused
     return None

@@ -1,0 +1,127 @@
+"""PyTorch fast path: one multi-tensor fused kernel per (device, dtype) group, in place.
+
+Used by ``update()`` for Adam, AdamW and SGD on float32/float64 tensors. PyTorch's fused
+kernels (the ones behind ``torch.optim.AdamW(fused=True)``) compute the same update rules as
+MLX when given the right arguments:
+
+* SGD: ``is_first_step=False`` makes the momentum buffer follow MLX's rule from step one
+  (``v = μ v + (1 - τ) g``, no ``buf = g`` special case);
+* Adam without bias correction: the step tensors hold a huge count, so ``1 - β^t`` is exactly 1.
+
+Results agree with the reference path to a few float32 ulps (the kernels order some operations
+differently). Anything else returns NotImplemented and takes the reference path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_NO_BIAS_CORRECTION_STEP = 1.0e9  # β^t underflows to 0 for any β < 1: no bias correction
+
+
+def _bias_terms(lr: float, b1: float, b2: float, step: int, dtype: Any) -> tuple[float, float]:
+    """``c1 = lr / (1 - b1^t)`` and ``c2 = 1 / sqrt(1 - b2^t)`` rounded as the reference does:
+    powers in float32, the results in the parameters' dtype."""
+    import numpy as np
+    import torch
+
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    t = np.float32(step)
+    lr_d = np_dtype(np.float32(lr))
+    c1 = np_dtype(lr_d / (1 - np.float32(b1) ** t))
+    c2 = np_dtype(1 / np.sqrt(1 - np.float32(b2) ** t))
+    return float(c1), float(c2)
+
+
+def supported(opt: Any) -> bool:
+    from ..optimizers import SGD, Adam, AdamW
+
+    return type(opt) in (SGD, Adam, AdamW)
+
+
+def _collect(g: Any, p: Any, s: Any, keys: tuple[str, ...], out: list) -> bool:
+    import torch
+
+    if isinstance(g, dict):
+        if not isinstance(p, dict) or not isinstance(s, dict):
+            return False
+        for k, gv in g.items():
+            if k not in p or k not in s or not _collect(gv, p[k], s[k], keys, out):
+                return False
+        return True
+    if isinstance(g, (list, tuple)):
+        if not isinstance(p, (list, tuple)) or not isinstance(s, (list, tuple)):
+            return False
+        if len(p) < len(g) or len(s) < len(g):
+            return False
+        return all(_collect(gv, p[i], s[i], keys, out) for i, gv in enumerate(g))
+    if not (isinstance(g, torch.Tensor) and isinstance(p, torch.Tensor) and isinstance(s, dict)):
+        return False
+    if g.dtype not in (torch.float32, torch.float64) or p.dtype != g.dtype:
+        return False
+    if g.shape != p.shape or g.device != p.device or not s:
+        return False
+    states = []
+    for key in keys:
+        a = s.get(key)
+        if not isinstance(a, torch.Tensor) or a.dtype != g.dtype or a.shape != g.shape:
+            return False
+        if a.device != g.device:
+            return False
+        states.append(a)
+    out.append((g, p, states))
+    return True
+
+
+def step(opt: Any, gradients: Any, parameters: Any, inplace: bool) -> Any:
+    import torch
+
+    from ..optimizers import SGD, AdamW
+
+    if not inplace:
+        return NotImplemented
+    sgd = type(opt) is SGD
+    keys: tuple[str, ...] = ("v",) if sgd and opt.momentum > 0 else () if sgd else ("m", "v")
+    leaves: list = []
+    if not _collect(gradients, parameters, opt._state, keys, leaves):
+        return NotImplemented
+    groups: dict[tuple[Any, Any], list] = {}
+    for leaf in leaves:
+        groups.setdefault((leaf[0].device, leaf[0].dtype), []).append(leaf)
+    saved = opt._advance()
+    try:
+        lr = float(opt.learning_rate)
+        step_count = int(opt._state["step"])
+        with torch.no_grad():
+            for (device, _dtype), items in groups.items():
+                grads = [g for g, _, _ in items]
+                params = [p for _, p, _ in items]
+                if sgd:
+                    torch._fused_sgd_(
+                        params, grads, [s[0] for _, _, s in items] if keys else [],
+                        weight_decay=float(opt.weight_decay), momentum=max(float(opt.momentum), 0.0),
+                        lr=lr, dampening=max(float(opt.dampening), 0.0),
+                        nesterov=bool(opt.nesterov), maximize=False, is_first_step=False,
+                    )
+                    continue
+                b1, b2 = opt.betas
+                wd = float(getattr(opt, "weight_decay", 0.0))
+                lr_eff, eps_eff, wd_eff = lr, float(opt.eps), wd
+                if opt.bias_correction:
+                    # MLX's form p - c1 m / (sqrt(v) c2 + eps), with c1, c2 rounded as the
+                    # reference path rounds them, folded into the kernel's lr and eps; the
+                    # kernel's own bias correction (in double precision) stays disabled.
+                    c1, c2 = _bias_terms(lr, b1, b2, step_count, _dtype)
+                    lr_eff, eps_eff = c1 / c2, float(opt.eps) / c2
+                    wd_eff = lr * wd / lr_eff
+                steps = torch.full((len(items),), _NO_BIAS_CORRECTION_STEP, device=device)
+                fused = torch._fused_adamw_ if type(opt) is AdamW else torch._fused_adam_
+                fused(
+                    params, grads, [s[0] for _, _, s in items], [s[1] for _, _, s in items], [],
+                    list(steps.unbind()), lr=lr_eff, beta1=float(b1), beta2=float(b2),
+                    weight_decay=wd_eff, eps=eps_eff, amsgrad=False, maximize=False,
+                )
+    except BaseException:
+        opt._state.update(saved)
+        raise
+    return None
