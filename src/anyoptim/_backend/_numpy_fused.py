@@ -34,134 +34,166 @@ def _numba_spec() -> Any:
 
 
 # ----------------------------------------------------------------------------- kernels
-# Each kernel reads p, g and the state arrays and writes out_p and the out_ state arrays, which
-# may be the inputs themselves (in-place update) or fresh arrays (functional update).
-# Scalars arrive already rounded to the arrays' dtype, exactly as NumPy would round them.
+# An optimizer's update is written once, as an element function: scalar inputs (parameter,
+# gradient, state values, then the tuple of scalar arguments) to a tuple of scalar outputs (new
+# parameter, new state values). Switches such as bias correction are closure constants, so
+# numba compiles one branch-free loop per configuration. Drivers run an element function over
+# whole arrays, in place or into fresh output arrays, serially or with ``prange``.
 
 
-def _sgd(p, g, v, out_p, out_v, lr, momentum, wd, damp, nesterov, use_wd):  # pragma: no cover
-    for i in prange(p.shape[0]):  # noqa: F821
-        gi = g[i]
-        if use_wd:
-            gi = gi + wd * p[i]
-        vi = momentum * v[i]
-        vi = vi + damp * gi
-        out_v[i] = vi
-        if nesterov:
-            out_p[i] = p[i] - lr * (gi + momentum * vi)
-        else:
-            out_p[i] = p[i] - lr * vi
+def _elements(name: str, flags: tuple[bool, ...]) -> Any:
+    import numba
+
+    inline = numba.njit(inline="always")
+    if name == "sgd":
+        nesterov, use_wd = flags
+
+        @inline
+        def sgd(p, g, v, sc):  # pragma: no cover - compiled
+            lr, momentum, wd, damp = sc
+            if use_wd:
+                g = g + wd * p
+            v = momentum * v
+            v = v + damp * g
+            if nesterov:
+                return p - lr * (g + momentum * v), v
+            return p - lr * v, v
+
+        return sgd
+    if name == "sgd_plain":
+        (use_wd,) = flags
+
+        @inline
+        def sgd_plain(p, g, sc):  # pragma: no cover - compiled
+            lr, wd = sc
+            if use_wd:
+                g = g + wd * p
+            return (p - lr * g,)
+
+        return sgd_plain
+    if name == "rmsprop":
+
+        @inline
+        def rmsprop(p, g, v, sc):  # pragma: no cover - compiled
+            lr, alpha, one_minus_alpha, eps = sc
+            v = alpha * v + one_minus_alpha * (g * g)
+            return p - lr * g / (np.sqrt(v) + eps), v
+
+        return rmsprop
+    if name == "adagrad":
+
+        @inline
+        def adagrad(p, g, v, sc):  # pragma: no cover - compiled
+            lr, eps = sc
+            v = v + g * g
+            return p - lr * g / (np.sqrt(v) + eps), v
+
+        return adagrad
+    if name == "adadelta":
+
+        @inline
+        def adadelta(p, g, v, u, sc):  # pragma: no cover - compiled
+            lr, rho, one_minus_rho, eps = sc
+            v = rho * v + one_minus_rho * (g * g)
+            d = np.sqrt(u + eps) / np.sqrt(v + eps) * g
+            u = rho * u + one_minus_rho * (d * d)
+            return p - lr * d, v, u
+
+        return adadelta
+    if name == "adam":
+        use_decay, bias_correction = flags
+
+        @inline
+        def adam(p, g, m, v, sc):  # pragma: no cover - compiled
+            lr, b1, omb1, b2, omb2, eps, decay, c1, c2 = sc
+            if use_decay:
+                p = p * decay
+            m = b1 * m + omb1 * g
+            v = b2 * v + omb2 * (g * g)
+            if bias_correction:
+                return p - (c1 * m) / (np.sqrt(v) * c2 + eps), m, v
+            return p - lr * m / (np.sqrt(v) + eps), m, v
+
+        return adam
+    if name == "adamax":
+
+        @inline
+        def adamax(p, g, m, v, sc):  # pragma: no cover - compiled
+            lr, b1, omb1, b2, eps = sc
+            m = b1 * m + omb1 * g
+            a = b2 * v
+            b = abs(g)
+            v = a if (a >= b or a != a) else b  # NumPy's maximum: NaN wins
+            return p - lr * m / (v + eps), m, v
+
+        return adamax
+    if name == "lion":
+        (use_decay,) = flags
+
+        @inline
+        def lion(p, g, m, sc):  # pragma: no cover - compiled
+            lr, b1, omb1, b2, omb2, decay = sc
+            c = b1 * m + omb1 * g
+            m = b2 * m + omb2 * g
+            if use_decay:
+                p = decay * p
+            return p - lr * np.sign(c), m
+
+        return lion
+    raise KeyError(name)
 
 
-def _sgd_plain(p, g, out_p, lr, wd, use_wd):  # pragma: no cover
-    for i in prange(p.shape[0]):  # noqa: F821
-        gi = g[i]
-        if use_wd:
-            gi = gi + wd * p[i]
-        out_p[i] = p[i] - lr * gi
+def _driver(elem: Any, n_states: int, inplace: bool, parallel: bool) -> Any:
+    import numba
 
+    jit = numba.njit(parallel=parallel, nogil=True, cache=False)
+    prange = numba.prange
+    if n_states == 0:
+        if inplace:
+            def run0(p, g, sc):  # pragma: no cover - compiled
+                for i in prange(p.shape[0]):
+                    (p[i],) = elem(p[i], g[i], sc)
+            return jit(run0)
 
-def _rmsprop(p, g, v, out_p, out_v, lr, alpha, one_minus_alpha, eps):  # pragma: no cover
-    for i in prange(p.shape[0]):  # noqa: F821
-        gi = g[i]
-        vi = alpha * v[i] + one_minus_alpha * (gi * gi)
-        out_v[i] = vi
-        out_p[i] = p[i] - lr * gi / (np.sqrt(vi) + eps)
+        def run0f(p, g, op, sc):  # pragma: no cover - compiled
+            for i in prange(p.shape[0]):
+                (op[i],) = elem(p[i], g[i], sc)
+        return jit(run0f)
+    if n_states == 1:
+        if inplace:
+            def run1(p, g, a, sc):  # pragma: no cover - compiled
+                for i in prange(p.shape[0]):
+                    p[i], a[i] = elem(p[i], g[i], a[i], sc)
+            return jit(run1)
 
+        def run1f(p, g, a, op, oa, sc):  # pragma: no cover - compiled
+            for i in prange(p.shape[0]):
+                op[i], oa[i] = elem(p[i], g[i], a[i], sc)
+        return jit(run1f)
+    if inplace:
+        def run2(p, g, a, b, sc):  # pragma: no cover - compiled
+            for i in prange(p.shape[0]):
+                p[i], a[i], b[i] = elem(p[i], g[i], a[i], b[i], sc)
+        return jit(run2)
 
-def _adagrad(p, g, v, out_p, out_v, lr, eps):  # pragma: no cover
-    for i in prange(p.shape[0]):  # noqa: F821
-        gi = g[i]
-        vi = v[i] + gi * gi
-        out_v[i] = vi
-        out_p[i] = p[i] - lr * gi / (np.sqrt(vi) + eps)
-
-
-def _adadelta(p, g, v, u, out_p, out_v, out_u, lr, rho, one_minus_rho, eps):  # pragma: no cover
-    for i in prange(p.shape[0]):  # noqa: F821
-        gi = g[i]
-        ui = u[i]
-        vi = rho * v[i] + one_minus_rho * (gi * gi)
-        d = np.sqrt(ui + eps) / np.sqrt(vi + eps) * gi
-        out_v[i] = vi
-        out_u[i] = rho * ui + one_minus_rho * (d * d)
-        out_p[i] = p[i] - lr * d
-
-
-def _adam(p, g, m, v, out_p, out_m, out_v, lr, b1, omb1, b2, omb2, eps, decay, use_decay,
-          bias_correction, c1, c2):  # pragma: no cover
-    for i in prange(p.shape[0]):  # noqa: F821
-        gi = g[i]
-        pi = p[i]
-        if use_decay:
-            pi = pi * decay
-        mi = b1 * m[i] + omb1 * gi
-        vi = b2 * v[i] + omb2 * (gi * gi)
-        out_m[i] = mi
-        out_v[i] = vi
-        if bias_correction:
-            out_p[i] = pi - (c1 * mi) / (np.sqrt(vi) * c2 + eps)
-        else:
-            out_p[i] = pi - lr * mi / (np.sqrt(vi) + eps)
-
-
-def _adamax(p, g, m, v, out_p, out_m, out_v, lr, b1, omb1, b2, eps):  # pragma: no cover
-    for i in prange(p.shape[0]):  # noqa: F821
-        gi = g[i]
-        mi = b1 * m[i] + omb1 * gi
-        a = b2 * v[i]
-        b = abs(gi)
-        # NumPy's maximum: NaN if either side is NaN
-        vi = a if (a >= b or a != a) else b
-        out_m[i] = mi
-        out_v[i] = vi
-        out_p[i] = p[i] - lr * mi / (vi + eps)
-
-
-def _lion(p, g, m, out_p, out_m, lr, b1, omb1, b2, omb2, decay, use_decay):  # pragma: no cover
-    for i in prange(p.shape[0]):  # noqa: F821
-        gi = g[i]
-        mi = m[i]
-        c = b1 * mi + omb1 * gi
-        out_m[i] = b2 * mi + omb2 * gi
-        pi = p[i]
-        if use_decay:
-            pi = decay * pi
-        out_p[i] = pi - lr * np.sign(c)
-
-
-_KERNELS = {
-    "sgd": _sgd,
-    "sgd_plain": _sgd_plain,
-    "rmsprop": _rmsprop,
-    "adagrad": _adagrad,
-    "adadelta": _adadelta,
-    "adam": _adam,
-    "adamax": _adamax,
-    "lion": _lion,
-}
+    def run2f(p, g, a, b, op, oa, ob, sc):  # pragma: no cover - compiled
+        for i in prange(p.shape[0]):
+            op[i], oa[i], ob[i] = elem(p[i], g[i], a[i], b[i], sc)
+    return jit(run2f)
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(name: str, parallel: bool) -> Any:
-    import numba
-
-    fn = _KERNELS[name]
-    # prange is looked up in the function's globals at compile time
-    fn.__globals__["prange"] = numba.prange
-    return numba.njit(parallel=parallel, cache=True, nogil=True)(fn)
-
-
-def kernel(name: str, size: int) -> Any:
-    return _compiled(name, size >= PARALLEL_MIN_SIZE)
+def kernel_for(name: str, flags: tuple[bool, ...], n_states: int, inplace: bool,
+               parallel: bool) -> Any:
+    return _driver(_elements(name, flags), n_states, inplace, parallel)
 
 
 # ----------------------------------------------------------------------------- per-optimizer plans
-def plan(opt: Any, dtype: np.dtype) -> tuple[str, tuple[str, ...], tuple[Any, ...]] | None:
-    """The kernel name, the state keys it updates and its scalar arguments for ``opt``.
+def plan(opt: Any, dtype: np.dtype) -> tuple[str, tuple[bool, ...], tuple[Any, ...]]:
+    """The element function, its switches and its scalar arguments for ``opt``.
 
     Scalars are computed with the same NumPy expressions the reference path uses, so they are
-    rounded identically. Returns None for optimizers without a fused kernel.
+    rounded identically.
     """
     from ..optimizers import SGD, AdaDelta, Adagrad, Adam, Adamax, AdamW, Lion, RMSprop
 
@@ -169,19 +201,18 @@ def plan(opt: Any, dtype: np.dtype) -> tuple[str, tuple[str, ...], tuple[Any, ..
     f = dtype.type
     lr = np.astype(np.asarray(opt.learning_rate), dtype)[()]
     if cls is SGD:
+        use_wd = opt.weight_decay != 0
         if opt.momentum <= 0:
-            return "sgd_plain", (), (lr, f(opt.weight_decay), opt.weight_decay != 0)
+            return "sgd_plain", (use_wd,), (lr, f(opt.weight_decay))
         damp = f(1 - opt.dampening) if opt.dampening > 0 else f(1)
-        return "sgd", ("v",), (
-            lr, f(opt.momentum), f(opt.weight_decay), damp, bool(opt.nesterov),
-            opt.weight_decay != 0,
-        )
+        return "sgd", (bool(opt.nesterov), use_wd), (
+            lr, f(opt.momentum), f(opt.weight_decay), damp)
     if cls is RMSprop:
-        return "rmsprop", ("v",), (lr, f(opt.alpha), f(1 - opt.alpha), f(opt.eps))
+        return "rmsprop", (), (lr, f(opt.alpha), f(1 - opt.alpha), f(opt.eps))
     if cls is Adagrad:
-        return "adagrad", ("v",), (lr, f(opt.eps))
+        return "adagrad", (), (lr, f(opt.eps))
     if cls is AdaDelta:
-        return "adadelta", ("v", "u"), (lr, f(opt.rho), f(1 - opt.rho), f(opt.eps))
+        return "adadelta", (), (lr, f(opt.rho), f(1 - opt.rho), f(opt.eps))
     if cls in (Adam, AdamW):
         b1, b2 = opt.betas
         decay = np.asarray(1 - lr * opt.weight_decay if cls is AdamW else 1, dtype=dtype)
@@ -190,20 +221,17 @@ def plan(opt: Any, dtype: np.dtype) -> tuple[str, tuple[str, ...], tuple[Any, ..
             t = np.astype(opt.state["step"], np.float32)
             c1 = np.astype(np.asarray(lr / (1 - b1**t)), dtype)[()]
             c2 = np.astype(np.asarray(1 / np.sqrt(1 - b2**t)), dtype)[()]
-        return "adam", ("m", "v"), (
-            lr, f(b1), f(1 - b1), f(b2), f(1 - b2), f(opt.eps), decay[()],
-            cls is AdamW, bool(opt.bias_correction), c1, c2,
-        )
+        return "adam", (cls is AdamW, bool(opt.bias_correction)), (
+            lr, f(b1), f(1 - b1), f(b2), f(1 - b2), f(opt.eps), decay[()], c1, c2)
     if cls is Adamax:
         b1, b2 = opt.betas
-        return "adamax", ("m", "v"), (lr, f(b1), f(1 - b1), f(b2), f(opt.eps))
+        return "adamax", (), (lr, f(b1), f(1 - b1), f(b2), f(opt.eps))
     if cls is Lion:
         b1, b2 = opt.betas
         decay = np.astype(np.asarray(1 - lr * opt.weight_decay), dtype)
-        return "lion", ("m",), (
-            lr, f(b1), f(1 - b1), f(b2), f(1 - b2), decay[()], opt.weight_decay > 0,
-        )
-    return None
+        return "lion", (opt.weight_decay > 0,), (
+            lr, f(b1), f(1 - b1), f(b2), f(1 - b2), decay[()])
+    raise TypeError(f"no fused kernel for {cls.__name__}")
 
 
 def supported(opt: Any) -> bool:
@@ -234,14 +262,17 @@ def leaf_ok(g: Any, p: Any, s: Any, keys: tuple[str, ...], inplace: bool) -> boo
     return True
 
 
-def run(name: str, p: Any, g: Any, states: list[Any], outs: list[Any], out_p: Any,
-        scalars: tuple[Any, ...]) -> None:
+def run(name: str, flags: tuple[bool, ...], p: Any, g: Any, states: list[Any], outs: list[Any],
+        out_p: Any, scalars: tuple[Any, ...]) -> None:
     size = p.size
     if size == 0:
         return
-    fn = kernel(name, size)
-    fn(p.reshape(-1), g.reshape(-1), *[a.reshape(-1) for a in states], out_p.reshape(-1),
-       *[a.reshape(-1) for a in outs], *scalars)
+    inplace = out_p is p
+    fn = kernel_for(name, flags, len(states), inplace, size >= PARALLEL_MIN_SIZE)
+    flat = [p.reshape(-1), g.reshape(-1), *[a.reshape(-1) for a in states]]
+    if not inplace:
+        flat += [out_p.reshape(-1), *[a.reshape(-1) for a in outs]]
+    fn(*flat, scalars)
 
 
 # ----------------------------------------------------------------------------- the step
@@ -272,10 +303,10 @@ def step(opt: Any, gradients: Any, parameters: Any, inplace: bool) -> Any:
             dtype = g.dtype
             if dtype not in plans:
                 plans[dtype] = plan(opt, dtype)
-            name, _, scalars = plans[dtype]
+            name, flags, scalars = plans[dtype]
             states = [s[k] for k in keys]
             outs = states if inplace else [np.empty_like(a) for a in states]
-            run(name, p, g, states, outs, out_p, scalars)
+            run(name, flags, p, g, states, outs, out_p, scalars)
             if not inplace:
                 staged.append((s, outs))
     except BaseException:
