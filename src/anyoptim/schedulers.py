@@ -114,8 +114,8 @@ def step_decay(init: float, decay_rate: float, step_size: int) -> Schedule:
         >>> import anyoptim as optim
         >>> opt = optim.SGD(learning_rate=optim.step_decay(0.1, 0.9, 10))
         >>> for _ in range(21): opt.update({}, {})
-        >>> opt.learning_rate
-        array(0.081, dtype=float32)
+        >>> round(float(opt.learning_rate), 6)
+        0.081
     """
     require(step_size >= 1, "step_decay", "step_size", ">= 1 (a whole number of steps)", step_size)
 
@@ -141,8 +141,8 @@ def cosine_decay(init: float, decay_steps: int, end: float = 0.0) -> Schedule:
 
     Example:
         >>> import anyoptim as optim
-        >>> optim.cosine_decay(1.0, 4, end=0.2)(2)
-        array(0.6, dtype=float32)
+        >>> round(float(optim.cosine_decay(1.0, 4, end=0.2)(2)), 6)
+        0.6
     """
     require(decay_steps >= 1, "cosine_decay", "decay_steps", ">= 1", decay_steps)
     scale = math.pi / decay_steps
@@ -184,8 +184,8 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
         >>> warmup = optim.linear_schedule(0, 1e-1, steps=10)
         >>> cosine = optim.cosine_decay(1e-1, 200)
         >>> lr = optim.join_schedules([warmup, cosine], [10])
-        >>> float(lr(5)), float(lr(10))
-        (0.05000000074505806, 0.10000000149011612)
+        >>> round(float(lr(5)), 6), round(float(lr(10)), 6)
+        (0.05, 0.1)
     """
     if len(schedules) == 0:
         raise ValueError(

@@ -24,8 +24,9 @@ class RMSprop(Optimizer):
     Example:
         >>> import numpy as np, anyoptim as optim
         >>> opt = optim.RMSprop(learning_rate=0.01)
-        >>> opt.apply_gradients({"w": np.ones(2, np.float32)}, {"w": np.zeros(2, np.float32)})
-        {'w': array([-0.1, -0.1], dtype=float32)}
+        >>> new = opt.apply_gradients({"w": np.ones(2, np.float32)}, {"w": np.zeros(2, np.float32)})
+        >>> np.round(new["w"], 6)
+        array([-0.1, -0.1], dtype=float32)
     """
 
     def __init__(self, learning_rate: LearningRate, alpha: float = 0.99, eps: float = 1e-8) -> None:

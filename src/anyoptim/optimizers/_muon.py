@@ -37,7 +37,7 @@ class Muon(Optimizer):
         >>> new = opt.apply_gradients({"w": np.eye(3, dtype=np.float32)},
         ...                           {"w": np.zeros((3, 3), np.float32)})
         >>> np.round(new["w"].diagonal(), 3)
-        array([-0.016, -0.016, -0.016], dtype=float32)
+        array([-0.014, -0.014, -0.014], dtype=float32)
     """
 
     def __init__(
