@@ -133,6 +133,15 @@ def namespace(x: Any) -> Any:
     return _namespace_for(name)
 
 
+def addmm(xp: Any, c: Any, a: Any, b: Any, alpha: float = 1.0) -> Any:
+    """``c + alpha * (a @ b)``, with the library's fused kernel where it has one (MLX)."""
+    fused = getattr(xp, "addmm", None)
+    if fused is not None and xp.__name__ == "mlx.core":
+        return fused(c, a, b, alpha=alpha, beta=1.0)
+    product = xp.matmul(a, b)
+    return c + (alpha * product if alpha != 1.0 else product)
+
+
 def same_library(a: Any, b: Any) -> bool:
     return library_name(a) == library_name(b)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._backend import addmm
 from ._base import LearningRate, Optimizer
 
 # Coefficients of the quintic Newton-Schulz iteration (Jordan et al., 2024).
@@ -67,8 +68,8 @@ class Muon(Optimizer):
         x = x / (xp.sqrt(xp.sum(xp.square(x))) + 1e-7)
         for _ in range(steps):
             gram = xp.matmul(x, xp.matrix_transpose(x))
-            poly = b * gram + c * xp.matmul(gram, gram)
-            x = a * x + xp.matmul(poly, x)
+            poly = addmm(xp, b * gram, gram, gram, alpha=c)
+            x = addmm(xp, a * x, poly, x)
         return xp.matrix_transpose(x) if tall else x
 
     def apply_single(self, gradient: Any, parameter: Any, state: dict[str, Any]) -> Any:
