@@ -66,6 +66,12 @@ class Optimizer:
     arrays and adopt the library of the first gradients they meet.
     """
 
+    #: Opt-in policy for non-finite gradients. False (the default, as in MLX): NaN and Inf
+    #: propagate into the parameters and state. True: an update whose gradients contain a NaN
+    #: or an Inf is skipped entirely (parameters, state, step and schedules stay as they were),
+    #: like optax's ``apply_if_finite``.
+    skip_nonfinite: bool = False
+
     def __init__(self, schedulers: Mapping[str, Schedule] | None = None) -> None:
         self._initialized = False
         self._state: dict[str, Any] = {"step": _backend.host_scalar(0, np.uint64)}
@@ -221,6 +227,8 @@ class Optimizer:
             saved = self._advance()
             lib = library_name(like) if like is not None else None
             result = self._walk(gradients, parameters, state, staged, lib)
+            if self.skip_nonfinite and like is not None:
+                result = self._keep_if_nonfinite(gradients, parameters, result, staged, saved)
         except _PathError as err:
             state.update(saved)
             self._rollback_init(rollback)
@@ -234,6 +242,29 @@ class Optimizer:
         for target, values in staged:
             target.update(values)
         return result
+
+    def _keep_if_nonfinite(
+        self, gradients: Any, parameters: Any, result: Any, staged: list, saved: dict
+    ) -> Any:
+        """Undo this update (parameters, state, step, schedules) if a gradient is not finite.
+
+        The choice is made with ``where`` on a 0-d flag, so it works under ``jax.jit`` and
+        ``mx.compile`` and does not wait for the device.
+        """
+        xp = self._xp
+        ok = None
+        for leaf in _leaves(gradients):
+            finite = xp.all(xp.isfinite(leaf))
+            ok = finite if ok is None else xp.logical_and(ok, finite)
+        if ok is None:
+            return result
+        for target, values in staged:
+            for key, value in values.items():
+                if key in target:
+                    values[key] = finalize(xp.where(ok, value, target[key]))
+        for key, old in saved.items():
+            self._state[key] = finalize(xp.where(ok, self._state[key], old))
+        return _select(xp, ok, result, parameters)
 
     def _advance(self) -> dict[str, Any]:
         """Evaluate the schedules and increase the step; return what to restore on failure."""
@@ -569,7 +600,7 @@ def _fast_path(opt: Optimizer, like: Any) -> Any:
 
     Only for an initialised optimizer: the first (lazy-init) step takes the reference path.
     """
-    if not opt._initialized:
+    if not opt._initialized or opt.skip_nonfinite:
         return None
     if type(like) is np.ndarray:
         if _backend.fused_numpy_available():
@@ -583,3 +614,26 @@ def _fast_path(opt: Optimizer, like: Any) -> Any:
         if _torch_fused.supported(opt):
             return _torch_fused
     return None
+
+
+def _leaves(tree: Any) -> list[Any]:
+    out: list[Any] = []
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+        else:
+            out.append(node)
+    return out
+
+
+def _select(xp: Any, ok: Any, new: Any, old: Any) -> Any:
+    """``where(ok, new, old)`` leaf by leaf; ``new`` drives the structure."""
+    if isinstance(new, Mapping):
+        return {k: _select(xp, ok, v, old[k]) for k, v in new.items()}
+    if isinstance(new, (list, tuple)):
+        return _rebuild(new, [_select(xp, ok, v, old[i]) for i, v in enumerate(new)])
+    return finalize(xp.where(ok, new, old))
