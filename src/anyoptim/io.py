@@ -250,6 +250,10 @@ def _header(path: PathLike) -> dict[str, Any]:
 def _read_all(path: PathLike, library: str | None) -> tuple[dict[str, str], dict[str, Any]]:
     header = _header(path)
     meta = header.get("__metadata__") or {}
+    try:
+        _io.verify_checksum(path)
+    except ValueError as exc:
+        raise CheckpointError(f"{os.fspath(path)!r}: {exc}") from None
     lib = library or meta.get("library") or "numpy"
     try:
         arrays = _io.read(path, lib)

@@ -7,6 +7,7 @@ bfloat16 included, without a detour through NumPy.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -72,13 +73,60 @@ def write(path: str | os.PathLike[str], arrays: dict[str, Any], metadata: dict[s
     os.close(fd)
     try:
         _write_with(lib, tmp, arrays, metadata)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        _add_checksum(tmp)
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+CHECKSUM_KEY = "data_sha256"
+
+
+def data_digest(path: str | os.PathLike[str]) -> tuple[dict[str, Any], str]:
+    """The parsed header and the SHA-256 of the data section of a safetensors file."""
+    header = read_header(path)
+    with open(path, "rb") as fh:
+        (length,) = struct.unpack("<Q", fh.read(8))
+        fh.seek(8 + length)
+        digest = hashlib.sha256()
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return header, digest.hexdigest()
+
+
+def _add_checksum(path: str) -> None:
+    """Record the data section's SHA-256 in the header metadata, then flush to disk.
+
+    The data offsets in a safetensors header are relative to the end of the header, so the
+    header can be rewritten with one more metadata entry without touching the data.
+    """
+    header, digest = data_digest(path)
+    header.setdefault("__metadata__", {})[CHECKSUM_KEY] = digest
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)  # keep the data section 8-byte aligned
+    with open(path, "rb") as fh:
+        (length,) = struct.unpack("<Q", fh.read(8))
+        fh.seek(8 + length)
+        data = fh.read()
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(raw)))
+        fh.write(raw)
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def verify_checksum(path: str | os.PathLike[str]) -> None:
+    """Raise ValueError if the file records a data checksum that does not match its data."""
+    header, digest = data_digest(path)
+    expected = (header.get("__metadata__") or {}).get(CHECKSUM_KEY)
+    if expected is not None and expected != digest:
+        raise ValueError(
+            "the data section does not match the checksum recorded when the file was written "
+            "(the file is corrupted)"
+        )
 
 
 def _write_with(lib: str, path: str, arrays: dict[str, Any], metadata: dict[str, str]) -> None:
