@@ -1,0 +1,220 @@
+"""The small MLP that ``train`` and ``compare`` fit, once per array library.
+
+Parameters are a tree ``{"layers": [{"weight", "bias"}, ...]}`` laid out as in ``mlx.nn.Linear``
+(``weight`` has shape ``(out, in)``), created in float32 from the seed with NumPy and then moved
+to the chosen library, so every backend starts from the same numbers.
+
+To add a library (torch, JAX, ...): write a :class:`Backend` subclass with the five methods
+below and list it in ``BACKENDS``; nothing else in the command line needs to change.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ._common import UsageError, need
+from ._data import Digits
+
+ACTIVATIONS = ("tanh", "relu")
+
+
+def init_params(rng: np.random.Generator, sizes: list[int]) -> dict[str, Any]:
+    """Uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) weights and biases, as ``mlx.nn.Linear`` does."""
+    layers = []
+    for fan_in, fan_out in itertools.pairwise(sizes):
+        bound = 1.0 / np.sqrt(fan_in)
+        weight = rng.uniform(-bound, bound, size=(fan_out, fan_in)).astype(np.float32)
+        bias = rng.uniform(-bound, bound, size=(fan_out,)).astype(np.float32)
+        layers.append({"weight": weight, "bias": bias})
+    return {"layers": layers}
+
+
+def _map(fn: Any, tree: Any) -> Any:
+    from anyoptim.utils import tree_map
+
+    return tree_map(fn, tree)
+
+
+class Backend:
+    """One array library: data placement, loss and gradients, evaluation and the update."""
+
+    name: ClassVar[str] = "?"
+
+    def __init__(self, data: Digits, activation: str) -> None:
+        self.data = data
+        self.activation = activation
+
+    def from_numpy(self, tree: Any) -> Any:
+        """Move a tree of NumPy arrays into this library (exactly, bit for bit)."""
+        raise NotImplementedError
+
+    def to_numpy(self, tree: Any) -> Any:
+        """Bring a tree of this library's arrays back as NumPy arrays (exactly)."""
+        raise NotImplementedError
+
+    def loss_and_grad(self, params: Any, batch: np.ndarray) -> tuple[float, Any]:
+        """Mean cross-entropy on the training rows ``batch`` and its gradient tree."""
+        raise NotImplementedError
+
+    def evaluate(self, params: Any, split: str) -> tuple[float, float]:
+        """``(mean cross-entropy, accuracy)`` on the ``"train"`` or ``"test"`` split."""
+        raise NotImplementedError
+
+    def update(self, optimizer: Any, params: Any, grads: Any) -> Any:
+        """Apply one optimizer step and return the new parameters."""
+        return optimizer.apply_gradients(grads, params)
+
+
+def _stable_tanh() -> Any:
+    """tanh for autograd with the derivative written as 1 - tanh(x)**2.
+
+    autograd's own rule divides by cosh(x)**2, which overflows (with a RuntimeWarning) once a
+    pre-activation passes about 45 in float32; the result is the same, without the overflow.
+    """
+    from autograd.extend import defvjp, primitive
+
+    @primitive
+    def tanh(x: Any) -> Any:
+        return np.tanh(x)
+
+    defvjp(tanh, lambda ans, x: lambda g: g * (1 - ans * ans))
+    return tanh
+
+
+class NumpyBackend(Backend):
+    """NumPy arrays; gradients from ``autograd`` (no hand-written backpropagation)."""
+
+    name = "numpy"
+
+    def __init__(self, data: Digits, activation: str) -> None:
+        super().__init__(data, activation)
+        autograd = need("autograd", "training on NumPy")
+        self.anp = need("autograd.numpy", "training on NumPy")
+        self._tanh = _stable_tanh()
+        self._value_and_grad = autograd.value_and_grad(self._loss)
+
+    def _forward(self, np_mod: Any, params: Any, x: Any) -> Any:
+        layers = params["layers"]
+        h = x
+        for i, layer in enumerate(layers):
+            h = np_mod.dot(h, layer["weight"].T) + layer["bias"]
+            if i < len(layers) - 1:
+                if self.activation == "relu":
+                    h = np_mod.maximum(h, 0.0)
+                else:
+                    h = self._tanh(h) if np_mod is self.anp else np.tanh(h)
+        return h
+
+    @staticmethod
+    def _cross_entropy(np_mod: Any, logits: Any, labels: np.ndarray) -> Any:
+        shifted = logits - np_mod.max(logits, axis=1, keepdims=True)
+        log_norm = np_mod.log(np_mod.sum(np_mod.exp(shifted), axis=1))
+        picked = shifted[np.arange(len(labels)), labels]
+        return np_mod.mean(log_norm - picked)
+
+    def _loss(self, params: Any, x: np.ndarray, y: np.ndarray) -> Any:
+        return self._cross_entropy(self.anp, self._forward(self.anp, params, x), y)
+
+    def from_numpy(self, tree: Any) -> Any:
+        return _map(lambda a: np.array(a, copy=True), tree)
+
+    def to_numpy(self, tree: Any) -> Any:
+        return _map(np.asarray, tree)
+
+    def loss_and_grad(self, params: Any, batch: np.ndarray) -> tuple[float, Any]:
+        loss, grads = self._value_and_grad(
+            params, self.data.x_train[batch], self.data.y_train[batch]
+        )
+        return float(loss), grads
+
+    def evaluate(self, params: Any, split: str) -> tuple[float, float]:
+        x, y = (
+            (self.data.x_train, self.data.y_train)
+            if split == "train"
+            else (self.data.x_test, self.data.y_test)
+        )
+        logits = self._forward(np, params, x)
+        loss = self._cross_entropy(np, logits, y)
+        return float(loss), float(np.mean(np.argmax(logits, axis=1) == y))
+
+
+class MLXBackend(Backend):
+    """MLX arrays; gradients from ``mlx.core.value_and_grad``."""
+
+    name = "mlx"
+
+    def __init__(self, data: Digits, activation: str) -> None:
+        super().__init__(data, activation)
+        try:
+            import mlx.core as mx
+            import mlx.nn as nn
+        except ImportError as exc:
+            raise UsageError(
+                f"--backend mlx needs MLX, which is not installed ({exc}). Install it with: "
+                'pip install "anyoptim[mlx]" (on Linux: pip install "mlx[cpu]")'
+            ) from None
+        self.mx = mx
+        self.nn = nn
+        self.x = {"train": mx.array(data.x_train), "test": mx.array(data.x_test)}
+        self.y = {
+            "train": mx.array(data.y_train.astype(np.int32)),
+            "test": mx.array(data.y_test.astype(np.int32)),
+        }
+        self._value_and_grad = mx.value_and_grad(self._loss)
+
+    def _forward(self, params: Any, x: Any) -> Any:
+        mx = self.mx
+        layers = params["layers"]
+        h = x
+        for i, layer in enumerate(layers):
+            h = h @ layer["weight"].T + layer["bias"]
+            if i < len(layers) - 1:
+                h = mx.tanh(h) if self.activation == "tanh" else self.nn.relu(h)
+        return h
+
+    def _loss(self, params: Any, x: Any, y: Any) -> Any:
+        return self.nn.losses.cross_entropy(self._forward(params, x), y, reduction="mean")
+
+    def from_numpy(self, tree: Any) -> Any:
+        return _map(self.mx.array, tree)
+
+    def to_numpy(self, tree: Any) -> Any:
+        return _map(lambda a: np.array(a, copy=True), tree)
+
+    def loss_and_grad(self, params: Any, batch: np.ndarray) -> tuple[float, Any]:
+        idx = self.mx.array(batch.astype(np.int32))
+        loss, grads = self._value_and_grad(params, self.x["train"][idx], self.y["train"][idx])
+        return float(loss), grads
+
+    def evaluate(self, params: Any, split: str) -> tuple[float, float]:
+        mx = self.mx
+        logits = self._forward(params, self.x[split])
+        loss = self.nn.losses.cross_entropy(logits, self.y[split], reduction="mean")
+        acc = mx.mean(mx.argmax(logits, axis=1) == self.y[split])
+        return float(loss), float(acc)
+
+    def update(self, optimizer: Any, params: Any, grads: Any) -> Any:
+        new = optimizer.apply_gradients(grads, params)
+        self.mx.eval(new, optimizer.state)
+        return new
+
+
+BACKENDS: dict[str, type[Backend]] = {"numpy": NumpyBackend, "mlx": MLXBackend}
+PLANNED = ("torch", "jax")
+CHOICES = (*BACKENDS, *PLANNED)
+
+
+def make_backend(name: str, data: Digits, activation: str) -> Backend:
+    if name in PLANNED:
+        raise UsageError(
+            f"--backend {name} is not yet supported by the command line; "
+            f"available now: {', '.join(BACKENDS)}"
+        )
+    try:
+        cls = BACKENDS[name]
+    except KeyError:
+        raise UsageError(f"unknown backend {name!r}; choose one of: {', '.join(CHOICES)}") from None
+    return cls(data, activation)
