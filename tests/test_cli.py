@@ -86,9 +86,25 @@ def test_version_help_and_usage(capsys: pytest.CaptureFixture[str]) -> None:
     assert "invalid choice" in capsys.readouterr().err
 
 
-def test_bench_placeholder(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench"]) == 2
-    assert "the benchmark arrives with the performance work" in capsys.readouterr().err
+def test_bench_quick_run_measures_limit_and_anyoptim(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("numba")
+    variants = "limit (numba flat buffer),anyoptim numpy update"
+    code = main(["bench", "--variants", variants, "--cases", "small", "--steps", "3",
+                 "--warmup", "1", "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = {r["variant"]: r for r in out["results"]}
+    assert set(rows) == set(variants.split(","))
+    for row in rows.values():
+        assert row["tensors"] == 10 and row["params"] == 1000
+        assert row["median_ms"] > 0
+
+
+def test_bench_rejects_unknown_case_and_variant(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--cases", "z"]) == 2
+    assert "unknown case" in capsys.readouterr().err
+    assert main(["bench", "--variants", "nope"]) == 2
+    assert "unknown variant" in capsys.readouterr().err
 
 
 def test_help_documents_default_learning_rates(capsys: pytest.CaptureFixture[str]) -> None:

@@ -235,7 +235,7 @@ def _mlx(kind: str, compiled: bool) -> Callable[[dict, dict], Callable[[], None]
 VARIANTS: dict[str, tuple[str, str, Callable[[dict, dict], Callable[[], None]]]] = {
     # name: (library, module that must be installed, builder)
     "limit (numba flat buffer)": ("limit", "numba", _limit),
-    "numpy hand-written, in place": ("numpy", "numpy", _numpy_in_place),
+    "numpy hand-written in place": ("numpy", "numpy", _numpy_in_place),
     "anyoptim numpy update": ("numpy", "numpy", _anyoptim_numpy("update")),
     "anyoptim numpy apply_gradients": ("numpy", "numpy", _anyoptim_numpy("apply")),
     "torch AdamW fused": ("torch", "torch", _torch("fused")),

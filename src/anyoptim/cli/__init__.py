@@ -1,4 +1,4 @@
-"""The ``anyoptim`` command line: train, compare, schedule, inspect (and bench, to come).
+"""The ``anyoptim`` command line: train, compare, schedule, inspect and bench.
 
 Entry point: :func:`main`, declared in ``pyproject.toml`` as the ``anyoptim`` script and also
 reachable as ``python -m anyoptim``. Optional packages (rich, matplotlib, scikit-learn,
@@ -27,6 +27,7 @@ examples:
   anyoptim compare --optimizers sgd,adam,adamw,lion,adafactor,muon
   anyoptim schedule "cosine_decay(1e-3, 1000, 1e-5)" --steps 1200 --at 0,500,1000
   anyoptim inspect run.safetensors
+  anyoptim bench                                   AdamW step timings next to the peers
 
 Each command has its own help: anyoptim train --help.
 Exit codes: 0 success, 1 runtime failure, 2 usage error.
@@ -41,15 +42,8 @@ def _version() -> str:
     return __version__
 
 
-def _bench(args: argparse.Namespace) -> int:
-    raise CLIError(
-        "`anyoptim bench` is not available yet: the benchmark arrives with the performance work",
-        code=EXIT_USAGE,
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from . import compare, inspect, schedule, train
+    from . import bench, compare, inspect, schedule, train
 
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -66,16 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_parser(sub, formatter)
     schedule.add_parser(sub, formatter)
     inspect.add_parser(sub, formatter)
-    bench = sub.add_parser(
-        "bench",
-        help="benchmark optimizer steps (not available yet)",
-        description=wrap(
-            "Benchmark optimizer steps against the memory-bandwidth limit and peer "
-            "libraries. Not available yet: it arrives with the performance work."
-        ),
-        formatter_class=formatter,
-    )
-    bench.set_defaults(func=_bench)
+    bench.add_parser(sub, formatter)
     return parser
 
 
