@@ -50,7 +50,7 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
             continue
         try:
             start, end = info["data_offsets"]
-            info["dtype"], info["shape"]  # noqa: B018
+            info["dtype"], info["shape"]  # both must be present (KeyError otherwise)
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"tensor {name!r} has a malformed header entry") from None
         if not 0 <= start <= end <= data_size:
@@ -85,12 +85,18 @@ CHECKSUM_KEY = "data_sha256"
 
 
 def data_digest(path: str | os.PathLike[str]) -> tuple[dict[str, Any], str]:
-    """The parsed header and the SHA-256 of the data section of a safetensors file."""
+    """The parsed header and the SHA-256 of the file's content.
+
+    The digest covers the header (in a canonical JSON form, without the checksum entry itself)
+    and the data section, so a change anywhere in the file is detected.
+    """
     header = read_header(path)
+    canonical = json.loads(json.dumps(header))
+    (canonical.get("__metadata__") or {}).pop(CHECKSUM_KEY, None)
+    digest = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode("utf-8") + b"\0")
     with open(path, "rb") as fh:
         (length,) = struct.unpack("<Q", fh.read(8))
         fh.seek(8 + length)
-        digest = hashlib.sha256()
         for chunk in iter(lambda: fh.read(1 << 22), b""):
             digest.update(chunk)
     return header, digest.hexdigest()
@@ -118,13 +124,16 @@ def _add_checksum(path: str) -> None:
         os.fsync(fh.fileno())
 
 
-def verify_checksum(path: str | os.PathLike[str]) -> None:
-    """Raise ValueError if the file records a data checksum that does not match its data."""
+def verify_checksum(path: str | os.PathLike[str], required: bool = False) -> None:
+    """Raise ValueError if the file's recorded checksum does not match its content (or, with
+    ``required``, if it records none)."""
     header, digest = data_digest(path)
     expected = (header.get("__metadata__") or {}).get(CHECKSUM_KEY)
+    if expected is None and required:
+        raise ValueError("the checksum entry is missing from the header (the file is corrupted)")
     if expected is not None and expected != digest:
         raise ValueError(
-            "the data section does not match the checksum recorded when the file was written "
+            "the content does not match the checksum recorded when the file was written "
             "(the file is corrupted)"
         )
 
@@ -160,7 +169,8 @@ def read(path: str | os.PathLike[str], library: str) -> dict[str, Any]:
     if library == "mlx":
         import mlx.core as mx
 
-        return dict(mx.load(path, format="safetensors"))
+        loaded: Any = mx.load(path, format="safetensors")  # a dict for safetensors files
+        return dict(loaded)
     if library == "torch":
         from safetensors.torch import load_file
 
