@@ -217,6 +217,8 @@ class Optimizer:
         # Without gradient leaves (e.g. an empty MultiOptimizer part) the parameters tell which
         # library step and learning_rate belong to.
         owner = like if like is not None else _first_array(parameters)
+        # what a failed call restores: the scalars as they were before adopting the library
+        before = {k: state[k] for k in ("step", "learning_rate", *self._schedulers) if k in state}
         if owner is not None:
             self._adopt_scalars(owner)
         if like is not None:
@@ -231,10 +233,12 @@ class Optimizer:
                 result = self._keep_if_nonfinite(gradients, parameters, result, staged, saved)
         except _PathError as err:
             state.update(saved)
+            state.update(before)
             self._rollback_init(rollback)
             raise err.build(f"{type(self).__name__}.apply_gradients: gradient") from None
         except BaseException:
             state.update(saved)
+            state.update(before)
             self._rollback_init(rollback)
             raise
         finally:
@@ -252,10 +256,7 @@ class Optimizer:
         ``mx.compile`` and does not wait for the device.
         """
         xp = self._xp
-        ok = None
-        for leaf in _leaves(gradients):
-            finite = xp.all(xp.isfinite(leaf))
-            ok = finite if ok is None else xp.logical_and(ok, finite)
+        ok = _all_finite(xp, gradients)
         if ok is None:
             return result
         for target, values in staged:
@@ -339,7 +340,9 @@ class Optimizer:
         step = state["step"]
         if library_name(step) == lib:
             return
-        state["step"] = _backend.to_library(step, like)
+        # counted as uint64 wherever the library can (int64 on torch, uint32 on 32-bit JAX)
+        host = step if library_name(step) == "numpy" else _backend._to_numpy(step)
+        state["step"] = _backend.to_library(np.asarray(host).astype(np.uint64), like)
         for key in ("learning_rate", *self._schedulers):
             value = state.get(key)
             if value is not None and library_name(value) not in (None, lib):
@@ -430,7 +433,7 @@ class Optimizer:
             for key, gv in g.items():
                 try:
                     pv = _child(p, key, "parameters")
-                    sv = _child(s, key, "state")
+                    sv = _child(s, key, "state", gv)
                     out[key] = self._walk(gv, pv, sv, staged, lib)
                 except _PathError as err:
                     err.segments.append(str(key))
@@ -441,7 +444,7 @@ class Optimizer:
             for i, gv in enumerate(g):
                 try:
                     pv = _child(p, i, "parameters")
-                    sv = _child(s, i, "state")
+                    sv = _child(s, i, "state", gv)
                     items.append(self._walk(gv, pv, sv, staged, lib))
                 except _PathError as err:
                     err.segments.append(str(i))
@@ -487,6 +490,15 @@ class Optimizer:
                 "this parameter has no optimizer state (it was added after the state was "
                 "created). Call optimizer.init(parameters) with the full parameter tree first.",
             )
+        for key, value in s.items():
+            if type(value) is not type(g) and library_name(value) not in (glib, None):
+                slib = library_name(value)
+                raise _PathError(
+                    TypeError,
+                    f"the optimizer state entry {key!r} is a {slib} array but the gradient is a "
+                    f"{glib} array; load the state into {glib} (anyoptim.io.load_state(path, "
+                    f"library={glib!r})) or pass {slib} gradients and parameters",
+                )
         staging = dict(s)
         new_p = self.apply_single(g, p, staging)
         for k, v in staging.items():
@@ -495,10 +507,22 @@ class Optimizer:
         return finalize(new_p)
 
 
-def _child(tree: Any, key: Any, what: str) -> Any:
+def _child(tree: Any, key: Any, what: str, below: Any = None) -> Any:
     try:
         return tree[key]
     except (KeyError, IndexError, TypeError) as exc:
+        if what == "state" and isinstance(below, (Mapping, list, tuple)):
+            # a whole sub-tree has no state: name its first leaf, the parameter to look at
+            err = _PathError(
+                MissingStateError,
+                "this parameter has no optimizer state (it was added after the state was "
+                "created). Call optimizer.init(parameters) with the full parameter tree first.",
+            )
+            err.segments.extend(reversed(_first_path(below)))
+            if not isinstance(exc, TypeError) and not (
+                isinstance(exc, KeyError) and not isinstance(tree, Mapping)
+            ):
+                raise err from None
         if isinstance(exc, TypeError) or (isinstance(exc, KeyError) and not isinstance(tree, Mapping)):
             raise _PathError(
                 TreeMismatchError,
@@ -630,6 +654,15 @@ def _leaves(tree: Any) -> list[Any]:
     return out
 
 
+def _all_finite(xp: Any, tree: Any) -> Any:
+    """A 0-d boolean array: every element of every leaf is finite (None for no leaves)."""
+    ok = None
+    for leaf in _leaves(tree):
+        finite = xp.all(xp.isfinite(leaf))
+        ok = finite if ok is None else xp.logical_and(ok, finite)
+    return ok
+
+
 def _select(xp: Any, ok: Any, new: Any, old: Any) -> Any:
     """``where(ok, new, old)`` leaf by leaf; ``new`` drives the structure."""
     if isinstance(new, Mapping):
@@ -637,3 +670,50 @@ def _select(xp: Any, ok: Any, new: Any, old: Any) -> Any:
     if isinstance(new, (list, tuple)):
         return _rebuild(new, [_select(xp, ok, v, old[i]) for i, v in enumerate(new)])
     return finalize(xp.where(ok, new, old))
+
+
+def _first_path(tree: Any) -> list[str]:
+    """The key path to the first leaf of ``tree`` (empty if it has none)."""
+    path: list[str] = []
+    node = tree
+    while True:
+        if isinstance(node, Mapping) and node:
+            key = next(iter(node))
+            path.append(str(key))
+            node = node[key]
+        elif isinstance(node, (list, tuple)) and node:
+            path.append("0")
+            node = node[0]
+        else:
+            return path
+
+
+def _check_against(g: Any, p: Any, lib: str | None) -> None:
+    """Raise a path error where gradient and parameter trees disagree (keys, libraries, shapes).
+
+    Used where filters route leaves by their shape (MultiOptimizer), so a wrong shape is
+    reported as such rather than as a missing state in whichever optimizer it lands in.
+    """
+    if isinstance(g, Mapping) or isinstance(g, (list, tuple)):
+        items: Any = g.items() if isinstance(g, Mapping) else enumerate(g)
+        for key, gv in items:
+            if isinstance(gv, (Mapping, list, tuple)) and not _leaves(gv):
+                continue  # empty sub-trees (parameterless layers) need no parameter
+            try:
+                _check_against(gv, _child(p, key, "parameters"), lib)
+            except _PathError as err:
+                err.segments.append(str(key))
+                raise
+        return
+    glib, plib = library_name(g), library_name(p)
+    if glib != lib or plib != glib:
+        raise _PathError(
+            TypeError,
+            f"gradients and parameters mix array libraries ({lib}, {glib}, "
+            f"{plib or type(p).__name__}); pass them all from one library",
+        )
+    if g.shape != p.shape:
+        raise _PathError(
+            ValueError,
+            f"gradient shape {tuple(g.shape)} does not match parameter shape {tuple(p.shape)}",
+        )

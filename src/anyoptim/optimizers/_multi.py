@@ -7,7 +7,18 @@ from typing import Any
 
 from ..errors import MissingStateError
 from ..utils import tree_flatten, tree_map_with_path, tree_unflatten
-from ._base import Optimizer, _copy_containers
+from .. import _backend
+from ._base import (
+    Optimizer,
+    _all_finite,
+    _check_against,
+    _check_leaves,
+    _copy_containers,
+    _first_array,
+    _PathError,
+    _select,
+    _snapshot_dicts,
+)
 
 Filter = Callable[[str, Any], bool]
 
@@ -42,7 +53,7 @@ class MultiOptimizer(Optimizer):
     def __init__(
         self,
         optimizers: Sequence[Optimizer],
-        filters: Sequence[Filter] = [],  # noqa: B006  (MLX's default; never mutated)
+        filters: Sequence[Filter] = [],  # MLX's default; never mutated
     ) -> None:
         super().__init__()
         self._state = {}
@@ -71,7 +82,14 @@ class MultiOptimizer(Optimizer):
             opt.init(part)
 
     def apply_gradients(self, gradients: Any, parameters: Any) -> Any:
-        snapshots = [_snapshot(opt.state) for opt in self.optimizers]
+        try:
+            _check_leaves(gradients)  # before any filter sees a leaf
+            like = _first_array(gradients)
+            if like is not None:
+                _check_against(gradients, parameters, _backend.library_name(like))
+        except _PathError as err:
+            raise err.build("MultiOptimizer.apply_gradients: gradient") from None
+        snapshots = [_snapshot_dicts(opt.state) for opt in self.optimizers]
         initialized = [opt._initialized for opt in self.optimizers]
         flat: dict[str, Any] = {}
         try:
@@ -84,7 +102,28 @@ class MultiOptimizer(Optimizer):
             for opt, flag in zip(self.optimizers, initialized):
                 opt._initialized = flag
             raise
-        return tree_map_with_path(lambda path, _: flat[path], gradients)
+        result = tree_map_with_path(lambda path, _: flat[path], gradients)
+        if self.skip_nonfinite:
+            result = self._keep_all_if_nonfinite(gradients, parameters, result, snapshots)
+        return result
+
+    def _keep_all_if_nonfinite(
+        self, gradients: Any, parameters: Any, result: Any, snapshots: list
+    ) -> Any:
+        """Undo the whole update (every sub-optimizer) if a gradient is not finite."""
+        like = _first_array(gradients)
+        if like is None:
+            return result
+        xp = _backend.namespace(like)
+        ok = _all_finite(xp, gradients)
+        for snapshot in snapshots:
+            for target, saved in snapshot:
+                for key, value in list(target.items()):
+                    old = saved.get(key)
+                    if _backend.is_array(old) and _backend.is_array(value):
+                        old = _backend.to_library(old, value)  # e.g. a step not yet adopted
+                        target[key] = _backend.finalize(xp.where(ok, value, old))
+        return _select(xp, ok, result, parameters)
 
     def pure_step(self, parameters: Any, gradients: Any, state: Any) -> tuple[Any, Any]:
         """``(new_parameters, new_state)`` for ``state = {"states": [...]}``; see Optimizer."""
@@ -136,20 +175,6 @@ class MultiOptimizer(Optimizer):
     def learning_rate(self, learning_rate: Any) -> None:
         for opt in self.optimizers:
             opt.learning_rate = learning_rate
-
-
-def _snapshot(tree: Any) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """Shallow copies of every dict in a state tree (the arrays themselves are immutable)."""
-    out: list[tuple[dict[str, Any], dict[str, Any]]] = []
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            out.append((node, dict(node)))
-            stack.extend(node.values())
-        elif isinstance(node, (list, tuple)):
-            stack.extend(node)
-    return out
 
 
 def _restore(snapshot: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
