@@ -29,16 +29,17 @@ __all__ = [
     "library_name",
     "model_parameters",
     "module_grads",
-    "no_grad",
     "namespace",
+    "no_grad",
     "same_library",
     "to_library",
 ]
 
-OPS = (
-    "asarray astype zeros zeros_like sqrt abs maximum minimum sign where mean sum "
-    "square matmul matrix_transpose reshape cos float32 uint64 int32"
-).split()
+OPS = [
+    "asarray", "astype", "zeros", "zeros_like", "sqrt", "abs", "maximum", "minimum", "sign",
+    "where", "mean", "sum", "square", "matmul", "matrix_transpose", "reshape", "cos", "float32",
+    "uint64", "int32",
+]
 
 
 def library_name(x: Any) -> str | None:
@@ -46,7 +47,7 @@ def library_name(x: Any) -> str | None:
 
     The test is on the type's module, so no library is imported to answer it.
     """
-    cls = type(x)
+    cls: type = type(x)
     if cls is np.ndarray:
         return "numpy"
     return _library_of_type(cls)
@@ -100,6 +101,20 @@ def is_array(x: Any) -> bool:
     return library_name(x) is not None
 
 
+class _Overlay:
+    """A namespace that replaces a few functions of another one and forwards the rest."""
+
+    def __init__(self, base: Any, **functions: Any) -> None:
+        self.__name__ = base.__name__
+        self._base = base
+        self.__dict__.update(functions)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._base, name)
+        setattr(self, name, value)  # cache: later lookups are plain attribute reads
+        return value
+
+
 @functools.lru_cache(maxsize=16)
 def _namespace_for(name: str) -> Any:
     if name == "numpy":
@@ -113,7 +128,15 @@ def _namespace_for(name: str) -> Any:
     import importlib
 
     if name == "torch":
-        return importlib.import_module("array_api_compat.torch")
+        import torch
+
+        compat = importlib.import_module("array_api_compat.torch")
+
+        def sign(x: Any) -> Any:
+            # out of place (the compat version writes NaNs in place, which DTensor refuses)
+            return torch.where(torch.isnan(x), x, torch.sign(x))
+
+        return _Overlay(compat, sign=sign)
     if name == "jax":
         import jax.numpy as jnp
 
@@ -214,10 +237,21 @@ def to_library(x: Any, like: Any) -> Any:
             # JAX's default 32-bit mode: narrow explicitly instead of triggering a warning.
             narrow = {"u": np.uint32, "i": np.int32, "f": np.float32}.get(host.dtype.kind)
             host = host.astype(narrow) if narrow is not None else host
+        sharding = getattr(like, "sharding", None)
+        mesh = getattr(sharding, "mesh", None)
+        if mesh is not None and getattr(mesh, "size", 1) > 1:
+            # replicate scalars over the parameters' mesh, as jit outputs them: the first and
+            # later calls of a jitted step then see the same input shardings (no retrace)
+            import jax
+
+            spec = type(sharding.spec)()
+            return jax.device_put(host, type(sharding)(mesh, spec))
         return xp.asarray(host)
     if dst == "torch" and host.dtype == np.uint64:
         # PyTorch has no arithmetic for uint64 tensors: the step counter is int64 there.
         host = host.astype(np.int64)
+    if not host.flags.writeable:
+        host = host.copy()  # torch warns about read-only NumPy memory (e.g. a JAX array's)
     if device is not None:
         return xp.asarray(host, device=device)
     return xp.asarray(host)

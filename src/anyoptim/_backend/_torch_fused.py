@@ -39,14 +39,23 @@ def supported(opt: Any) -> bool:
     return type(opt) in (SGD, Adam, AdamW)
 
 
-def _collect(g: Any, p: Any, s: Any, keys: tuple[str, ...], out: list) -> bool:
+def _is_subclass(t: Any) -> bool:
+    import torch
+
+    return type(t) not in (torch.Tensor, torch.nn.Parameter)
+
+
+def _collect(g: Any, p: Any, s: Any, keys: tuple[str, ...], out: list,
+             keys_allow_subclasses: bool = True) -> bool:
     import torch
 
     if isinstance(g, dict):
         if not isinstance(p, dict) or not isinstance(s, dict):
             return False
         for k, gv in g.items():
-            if k not in p or k not in s or not _collect(gv, p[k], s[k], keys, out):
+            if k not in p or k not in s:
+                return False
+            if not _collect(gv, p[k], s[k], keys, out, keys_allow_subclasses):
                 return False
         return True
     if isinstance(g, (list, tuple)):
@@ -54,8 +63,11 @@ def _collect(g: Any, p: Any, s: Any, keys: tuple[str, ...], out: list) -> bool:
             return False
         if len(p) < len(g) or len(s) < len(g):
             return False
-        return all(_collect(gv, p[i], s[i], keys, out) for i, gv in enumerate(g))
+        return all(_collect(gv, p[i], s[i], keys, out, keys_allow_subclasses)
+                   for i, gv in enumerate(g))
     if not (isinstance(g, torch.Tensor) and isinstance(p, torch.Tensor) and isinstance(s, dict)):
+        return False
+    if not keys_allow_subclasses and (_is_subclass(g) or _is_subclass(p)):
         return False
     if g.dtype not in (torch.float32, torch.float64) or p.dtype != g.dtype:
         return False
@@ -83,7 +95,8 @@ def step(opt: Any, gradients: Any, parameters: Any, inplace: bool) -> Any:
     sgd = type(opt) is SGD
     keys: tuple[str, ...] = ("v",) if sgd and opt.momentum > 0 else () if sgd else ("m", "v")
     leaves: list = []
-    if not _collect(gradients, parameters, opt._state, keys, leaves):
+    # tensor subclasses (DTensor under FSDP2) have sharding rules for the Adam kernels only
+    if not _collect(gradients, parameters, opt._state, keys, leaves, keys_allow_subclasses=not sgd):
         return NotImplemented
     groups: dict[tuple[Any, Any], list] = {}
     for leaf in leaves:
