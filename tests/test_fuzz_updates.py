@@ -142,7 +142,7 @@ def _malform(case: dict, params: dict, grads: dict) -> tuple[dict, dict, str]:
         inner_g[first] = "grad"
     elif kind == "other_library":
         other = {"numpy": "mlx" if HAS_MLX else "torch", "mlx": "numpy", "torch": "numpy"}[lib]
-        if other == "mlx" and not HAS_MLX or other == "torch" and not HAS_TORCH:
+        if (other == "mlx" and not HAS_MLX) or (other == "torch" and not HAS_TORCH):
             other = "numpy" if lib != "numpy" else lib
         inner_g[first] = _convert(np.ones(tuple(inner_g[first].shape), np.float32), other)
         expect = ""

@@ -9,8 +9,8 @@ Use it as a drop-in for ``mlx.optimizers``::
 
 from . import optimizers, schedulers, utils
 from ._backend import module_grads
-from .io import load, load_params, read_metadata, save
 from .errors import CheckpointError, MissingStateError, TreeMismatchError
+from .io import load, load_params, read_metadata, save
 from .optimizers import (
     SGD,
     AdaDelta,

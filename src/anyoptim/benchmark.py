@@ -36,7 +36,7 @@ def case_shapes(case: str, scale: float = 1.0) -> list[tuple[int, ...]]:
     """The tensor shapes of a benchmark case (``scale`` < 1 shrinks them for quick runs)."""
 
     def s(n: int) -> int:
-        return max(1, int(round(n * scale)))
+        return max(1, round(n * scale))
 
     if case == "a":  # one big matrix
         return [(s(4096), 4096)]
@@ -175,11 +175,11 @@ def _jax(kind: str) -> Callable[[dict, dict], Callable[[], None]]:
             fn = jax.jit(update, donate_argnums=(0, 1))
             box = [p, state]
 
-            def step() -> None:
+            def optax_step() -> None:
                 box[0], box[1] = fn(box[0], box[1], g)
                 jax.block_until_ready(box[0])
 
-            return step
+            return optax_step
         import anyoptim as optim
 
         opt = optim.AdamW(LR, betas=[B1, B2], eps=EPS, weight_decay=WD, bias_correction=True)
@@ -342,7 +342,7 @@ def table(results: list[dict[str, Any]]) -> str:
         rows = [r for r in results if r["case"] == case]
         ok = [r for r in rows if "error" not in r]
         limit = next((r for r in ok if r["variant"].startswith("limit")), None)
-        first = ok[0] if ok else {"tensors": "?", "params": 0}
+        first: dict[str, Any] = ok[0] if ok else {"tensors": "?", "params": 0}
         lines.append(
             f"\n**Case ({case})**: {first['tensors']} tensors, {first['params'] / 1e6:.2f}M "
             f"float32 parameters, {BYTES_PER_PARAM * first['params'] / 1e6:.0f} MB moved per step"

@@ -17,6 +17,8 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
+
 from . import _backend
 from ._backend import _io
 from .errors import CheckpointError
@@ -288,8 +290,25 @@ def load_state(path: PathLike, library: str | None = None) -> Any:
     """
     meta, arrays = _read_all(path, library)
     if "tree" not in meta:
-        return tree_unflatten(list(arrays.items()))
+        return _canonical_steps(tree_unflatten(list(arrays.items())))
     state = _decode_json(path, meta, "tree", arrays)
+    return _canonical_steps(state)
+
+
+def _canonical_steps(state: Any) -> Any:
+    """Give every ``step`` counter the dtype its (new) library counts in.
+
+    A file written from torch holds an int64 step, from 32-bit JAX a uint32 one, from NumPy/MLX
+    a uint64 one; PyTorch cannot add to unsigned tensors, and NumPy/MLX count in uint64. The
+    value is kept, the dtype becomes the loading library's (as ``step`` gets on adoption).
+    """
+    if isinstance(state, dict):
+        step: Any = state.get("step")
+        if _backend.library_name(step) is not None and getattr(step, "ndim", None) == 0:
+            host = _backend.host_scalar(int(step), np.uint64)
+            state["step"] = _backend.to_library(host, step)
+        for sub in state.get("states", ()) if isinstance(state.get("states"), list) else ():
+            _canonical_steps(sub)
     return state
 
 
@@ -334,7 +353,7 @@ def load(
         desc = json.loads(meta["optimizer"])
     except (KeyError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{os.fspath(path)!r}: optimizer description damaged ({exc})") from None
-    state = _decode_json(path, meta, "tree", arrays)
+    state = _canonical_steps(_decode_json(path, meta, "tree", arrays))
     if into is not None:
         if describe(into)["class"] != desc.get("class"):
             raise CheckpointError(

@@ -18,8 +18,8 @@ from .optimizers._validate import require
 
 __all__ = [
     "cosine_decay",
-    "from_spec",
     "exponential_decay",
+    "from_spec",
     "join_schedules",
     "linear_schedule",
     "step_decay",
@@ -63,7 +63,7 @@ def from_spec(spec: dict[str, Any]) -> Schedule:
     Only the five factories of this module can be named, so a spec read from a file can never
     run arbitrary code.
     """
-    factories = {
+    factories: dict[str, Callable[..., Schedule]] = {
         "cosine_decay": cosine_decay,
         "exponential_decay": exponential_decay,
         "join_schedules": join_schedules,
@@ -101,7 +101,7 @@ def exponential_decay(init: float, decay_rate: float) -> Schedule:
     def schedule(step: Any) -> Any:
         if isinstance(step, (int, float)) and not isinstance(step, bool):
             return init * decay_rate**step
-        xp, s = _as_float32(step)
+        _xp, s = _as_float32(step)
         return _backend.finalize(init * decay_rate**s)
 
     return _describe(schedule, "exponential_decay", init, decay_rate)
@@ -122,7 +122,7 @@ def step_decay(init: float, decay_rate: float, step_size: int) -> Schedule:
     def schedule(step: Any) -> Any:
         if isinstance(step, (int, float)) and not isinstance(step, bool):
             return init * decay_rate ** (step // step_size)
-        xp, s = _as_float32(step // step_size)
+        _xp, s = _as_float32(step // step_size)
         return _backend.finalize(init * decay_rate**s)
 
     return _describe(schedule, "step_decay", init, decay_rate, step_size)

@@ -237,7 +237,7 @@ def to_library(x: Any, like: Any) -> Any:
             # JAX's default 32-bit mode: narrow explicitly instead of triggering a warning.
             narrow = {"u": np.uint32, "i": np.int32, "f": np.float32}.get(host.dtype.kind)
             host = host.astype(narrow) if narrow is not None else host
-        sharding = getattr(like, "sharding", None)
+        sharding: Any = getattr(like, "sharding", None)
         mesh = getattr(sharding, "mesh", None)
         if mesh is not None and getattr(mesh, "size", 1) > 1:
             # replicate scalars over the parameters' mesh, as jit outputs them: the first and

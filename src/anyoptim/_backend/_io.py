@@ -177,6 +177,15 @@ def read(path: str | os.PathLike[str], library: str) -> dict[str, Any]:
         return load_file(path)
     from safetensors.numpy import load_file
 
+    if library == "numpy" and any(
+        isinstance(info, dict) and info.get("dtype") == "BF16" for info in read_header(path).values()
+    ):
+        # refused even when ml_dtypes (imported by JAX) has taught NumPy a bfloat16 type, so
+        # the answer does not depend on what else the process happened to import
+        raise TypeError(
+            "the file holds bfloat16 arrays, which NumPy cannot represent; load it with "
+            "library='mlx' or library='torch'"
+        )
     try:
         host = load_file(path)
     except TypeError as exc:

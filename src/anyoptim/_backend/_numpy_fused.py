@@ -182,7 +182,7 @@ def _driver(elem: Any, n_states: int, inplace: bool, parallel: bool) -> Any:
     return jit(run2f)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def kernel_for(name: str, flags: tuple[bool, ...], n_states: int, inplace: bool,
                parallel: bool) -> Any:
     return _driver(_elements(name, flags), n_states, inplace, parallel)

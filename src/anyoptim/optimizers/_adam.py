@@ -40,13 +40,13 @@ class Adam(Optimizer):
     def __init__(
         self,
         learning_rate: LearningRate,
-        betas: Sequence[float] = [0.9, 0.999],  # noqa: B006  (MLX's default, shared list)
+        betas: Sequence[float] = [0.9, 0.999],  # MLX's default (one list shared by all instances)
         eps: float = 1e-8,
         bias_correction: bool = False,
     ) -> None:
         super().__init__()
         check_betas(self._name, betas)
-        require(0.0 <= eps, self._name, "eps", ">=0", eps)
+        require(eps >= 0.0, self._name, "eps", ">=0", eps)
         self._maybe_schedule("learning_rate", learning_rate)
         self.betas = betas
         self.eps = eps
@@ -99,7 +99,7 @@ class AdamW(Adam):
     def __init__(
         self,
         learning_rate: LearningRate,
-        betas: Sequence[float] = [0.9, 0.999],  # noqa: B006
+        betas: Sequence[float] = [0.9, 0.999],
         eps: float = 1e-8,
         weight_decay: float = 0.01,
         bias_correction: bool = False,
@@ -140,7 +140,7 @@ class Adamax(Adam):
     def __init__(
         self,
         learning_rate: LearningRate,
-        betas: Sequence[float] = [0.9, 0.999],  # noqa: B006
+        betas: Sequence[float] = [0.9, 0.999],
         eps: float = 1e-8,
     ) -> None:
         super().__init__(learning_rate, betas, eps)

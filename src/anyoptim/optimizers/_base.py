@@ -694,7 +694,7 @@ def _check_against(g: Any, p: Any, lib: str | None) -> None:
     Used where filters route leaves by their shape (MultiOptimizer), so a wrong shape is
     reported as such rather than as a missing state in whichever optimizer it lands in.
     """
-    if isinstance(g, Mapping) or isinstance(g, (list, tuple)):
+    if isinstance(g, (Mapping, list, tuple)):
         items: Any = g.items() if isinstance(g, Mapping) else enumerate(g)
         for key, gv in items:
             if isinstance(gv, (Mapping, list, tuple)) and not _leaves(gv):

@@ -36,7 +36,7 @@ class Lion(Optimizer):
     def __init__(
         self,
         learning_rate: LearningRate,
-        betas: Sequence[float] = [0.9, 0.99],  # noqa: B006
+        betas: Sequence[float] = [0.9, 0.99],
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__()

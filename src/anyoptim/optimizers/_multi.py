@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .. import _backend
 from ..errors import MissingStateError
 from ..utils import tree_flatten, tree_map_with_path, tree_unflatten
-from .. import _backend
 from ._base import (
     Optimizer,
     _all_finite,
