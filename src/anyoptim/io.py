@@ -357,7 +357,7 @@ def load(
     if into is not None:
         if describe(into)["class"] != desc.get("class"):
             raise CheckpointError(
-                f"{os.fspath(path)!r} holds a {desc.get('class')} state, cannot load it into "
+                f"{os.fspath(path)!r} holds optimizer state for {desc.get('class')}, cannot load it into "
                 f"{type(into).__name__}"
             )
         optimizer = into

@@ -13,7 +13,7 @@ examples:
   anyoptim bench                         quick run: cases a, c and small at 1/4 size
   anyoptim bench --cases c --scale 1     case (c) at full size (2000 tensors of 1000)
   anyoptim bench --full                  what bench/run.py measures (minutes)
-  anyoptim bench --json --no-plot
+  anyoptim bench --json --plot bench.png
 
 cases: (a) one 4096x4096 matrix, (b) a 146-tensor transformer (25.2M), (c) 2000 tensors of
 1000 elements, (small) 10 tensors of 10x10 (Python overhead). --scale shrinks a, b and c.

@@ -99,11 +99,11 @@ def parse_lrs(text: str | None, names: list[str]) -> dict[str, float | None]:
             continue
         if "=" not in part:
             raise UsageError(f"--lr: expected NAME=LR in {part!r} (e.g. adam=1e-3)")
-        key, value = part.split("=", 1)
+        key, rate = part.split("=", 1)
         cls = lookup_optimizer(key).name
         if cls not in lrs:
             raise UsageError(f"--lr sets a learning rate for {cls}, which is not in --optimizers")
-        lrs[cls] = _positive(value, f"--lr {key.strip()}")
+        lrs[cls] = _positive(rate, f"--lr {key.strip()}")
     return lrs
 
 

@@ -323,8 +323,8 @@ class Optimizer:
                 f"{type(self).__name__}: the state has no {key!r} entry"
                 + (
                     " (Adafactor without a learning_rate uses a relative step size and stores none)"
-                    if key == "learning_rate"
-                    else ""
+                    if key == "learning_rate" and type(self).__name__ == "Adafactor"
+                    else "; a state assigned with `optimizer.state = ...` must hold it"
                 )
             ) from None
 
