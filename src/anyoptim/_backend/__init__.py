@@ -50,10 +50,19 @@ def library_name(x: Any) -> str | None:
     cls: type = type(x)
     if cls is np.ndarray:
         return "numpy"
-    return _library_of_type(cls)
+    try:
+        return _LIBRARY_OF_TYPE[cls]
+    except KeyError:
+        name = _LIBRARY_OF_TYPE[cls] = _library_of_type(cls)
+        return name
 
 
-@functools.lru_cache(maxsize=64)
+# Plain dict caches rather than functools.lru_cache: torch.compile traces through dict
+# lookups without warnings.
+_LIBRARY_OF_TYPE: dict[type, str | None] = {}
+_NAMESPACES: dict[str, Any] = {}
+
+
 def _library_of_type(cls: type) -> str | None:
     if issubclass(cls, (np.ndarray, np.generic)):
         return "numpy"
@@ -115,8 +124,15 @@ class _Overlay:
         return value
 
 
-@functools.lru_cache(maxsize=16)
 def _namespace_for(name: str) -> Any:
+    try:
+        return _NAMESPACES[name]
+    except KeyError:
+        xp = _NAMESPACES[name] = _load_namespace(name)
+        return xp
+
+
+def _load_namespace(name: str) -> Any:
     if name == "numpy":
         # NumPy 2 implements the array API in its main namespace; using it directly avoids a
         # layer of wrappers on the per-step hot path.
