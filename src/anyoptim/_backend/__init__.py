@@ -238,7 +238,7 @@ def to_library(x: Any, like: Any) -> Any:
     if src == dst:
         return x
     host = np.asarray(x) if src in ("numpy", None) else _to_numpy(x)
-    if dst == "numpy":
+    if dst in ("numpy", None):
         return np.asarray(host)
     if dst == "mlx":
         import mlx.core as mx
