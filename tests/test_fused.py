@@ -67,13 +67,18 @@ def reference_only(monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture
 def kernel_calls(monkeypatch: pytest.MonkeyPatch) -> list:
     calls: list = []
-    original = _numpy_fused.run
+    original = _numpy_fused.kernel_for
 
-    def spy(*args, **kwargs):
-        calls.append(args[0])
-        return original(*args, **kwargs)
+    def spy(name, *args, **kwargs):
+        kernel = original(name, *args, **kwargs)
 
-    monkeypatch.setattr(_numpy_fused, "run", spy)
+        def counted(*a):
+            calls.append(name)
+            return kernel(*a)
+
+        return counted
+
+    monkeypatch.setattr(_numpy_fused, "kernel_for", spy)
     return calls
 
 

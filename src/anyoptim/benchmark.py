@@ -71,7 +71,7 @@ def _host_tree(case: str, scale: float, seed: int = 0) -> tuple[dict, dict]:
 def _limit(params: dict, grads: dict) -> Callable[[], None]:
     import numba
 
-    @numba.njit(parallel=True, fastmath=False, cache=False)
+    @numba.njit(parallel=True, fastmath=False, cache=False, error_model="numpy")
     def adamw(p, g, m, v, lr, b1, omb1, b2, omb2, eps, decay):  # pragma: no cover - compiled
         for i in numba.prange(p.shape[0]):
             gi = g[i]

@@ -146,7 +146,9 @@ def _elements(name: str, flags: tuple[bool, ...]) -> Any:
 def _driver(elem: Any, n_states: int, inplace: bool, parallel: bool) -> Any:
     import numba
 
-    jit = numba.njit(parallel=parallel, nogil=True, cache=False)
+    # error_model="numpy": IEEE division (inf/nan, as NumPy) and no zero-division branch in
+    # the loop, which lets LLVM vectorise it
+    jit = numba.njit(parallel=parallel, nogil=True, cache=False, error_model="numpy")
     prange = numba.prange
     if n_states == 0:
         if inplace:
@@ -240,39 +242,29 @@ def supported(opt: Any) -> bool:
     return type(opt) in (SGD, AdaDelta, Adagrad, Adam, Adamax, AdamW, Lion, RMSprop)
 
 
-def leaf_ok(g: Any, p: Any, s: Any, keys: tuple[str, ...], inplace: bool) -> bool:
-    """True if this leaf can take the fused kernel."""
-    if type(g) is not np.ndarray or type(p) is not np.ndarray:
-        return False
+def _leaf_states(g: Any, p: Any, s: Any, keys: tuple[str, ...], inplace: bool) -> list | None:
+    """The state arrays of a leaf that can take the fused kernel, else None."""
+    if type(g) is not np.ndarray or type(p) is not np.ndarray or type(s) is not dict or not s:
+        return None
     dtype = g.dtype
-    if dtype not in _FLOATS or p.dtype != dtype or g.shape != p.shape:
-        return False
-    if not (g.flags.c_contiguous and p.flags.c_contiguous):
-        return False
-    if inplace and not p.flags.writeable:
-        return False
-    if not isinstance(s, dict):
-        return False
+    if dtype not in _FLOATS or p.dtype != dtype:
+        return None
+    shape = g.shape
+    if shape != p.shape:
+        return None
+    pflags = p.flags
+    if not (g.flags.c_contiguous and pflags.c_contiguous) or (inplace and not pflags.writeable):
+        return None
+    states = []
     for key in keys:
         a = s.get(key)
-        if type(a) is not np.ndarray or a.dtype != dtype or a.shape != p.shape:
-            return False
-        if not a.flags.c_contiguous or not a.flags.writeable:
-            return False
-    return True
-
-
-def run(name: str, flags: tuple[bool, ...], p: Any, g: Any, states: list[Any], outs: list[Any],
-        out_p: Any, scalars: tuple[Any, ...]) -> None:
-    size = p.size
-    if size == 0:
-        return
-    inplace = out_p is p
-    fn = kernel_for(name, flags, len(states), inplace, size >= PARALLEL_MIN_SIZE)
-    flat = [p.reshape(-1), g.reshape(-1), *[a.reshape(-1) for a in states]]
-    if not inplace:
-        flat += [out_p.reshape(-1), *[a.reshape(-1) for a in outs]]
-    fn(*flat, scalars)
+        if type(a) is not np.ndarray or a.shape != shape or a.dtype != dtype:
+            return None
+        aflags = a.flags
+        if not (aflags.c_contiguous and aflags.writeable):
+            return None
+        states.append(a)
+    return states
 
 
 # ----------------------------------------------------------------------------- the step
@@ -291,24 +283,35 @@ def step(opt: Any, gradients: Any, parameters: Any, inplace: bool) -> Any:
     keys = _KEYS[type(opt).__name__]
     if type(opt).__name__ == "SGD" and opt.momentum <= 0:
         keys = ()
-    leaves: list[tuple[Any, Any, dict[str, Any], Any]] = []
+    leaves: list[tuple[Any, Any, dict[str, Any], list, Any]] = []
     result = _collect(gradients, parameters, opt._state, keys, inplace, leaves)
     if result is NotImplemented:
         return NotImplemented
     saved = opt._advance()
+    n_states = len(keys)
     try:
-        plans: dict[np.dtype, Any] = {}
+        kernels: dict[tuple[Any, bool], tuple[Any, tuple[Any, ...]]] = {}
         staged = []
-        for g, p, s, out_p in leaves:
-            dtype = g.dtype
-            if dtype not in plans:
-                plans[dtype] = plan(opt, dtype)
-            name, flags, scalars = plans[dtype]
-            states = [s[k] for k in keys]
+        for g, p, s, states, out_p in leaves:
+            size = p.size
             outs = states if inplace else [np.empty_like(a) for a in states]
-            run(name, flags, p, g, states, outs, out_p, scalars)
             if not inplace:
                 staged.append((s, outs))
+            if size == 0:
+                continue
+            key = (g.dtype, size >= PARALLEL_MIN_SIZE)
+            entry = kernels.get(key)
+            if entry is None:
+                name, flags, scalars = plan(opt, g.dtype)
+                entry = kernels[key] = (
+                    kernel_for(name, flags, n_states, inplace, key[1]), scalars)
+            fn, scalars = entry
+            flat = [p.reshape(-1), g.reshape(-1)]
+            flat += [a.reshape(-1) for a in states]
+            if not inplace:
+                flat.append(out_p.reshape(-1))
+                flat += [a.reshape(-1) for a in outs]
+            fn(*flat, scalars)
     except BaseException:
         opt._state.update(saved)
         raise
@@ -345,8 +348,9 @@ def _collect(g: Any, p: Any, s: Any, keys: tuple[str, ...], inplace: bool, leave
         if type(g) is list:
             return items
         return type(g)(*items) if hasattr(g, "_fields") else type(g)(items)
-    if not leaf_ok(g, p, s, keys, inplace) or not s:
+    states = _leaf_states(g, p, s, keys, inplace)
+    if states is None:
         return NotImplemented
     out_p = p if inplace else np.empty_like(p)
-    leaves.append((g, p, s, out_p))
+    leaves.append((g, p, s, states, out_p))
     return out_p
