@@ -200,3 +200,23 @@ def test_rejected_fused_update_changes_nothing(kernel_calls) -> None:
     assert snapshot.keys() == after.keys()
     for k, v in snapshot.items():
         np.testing.assert_array_equal(after[k], v, strict=True)
+
+
+def test_functional_path_never_changes_state_arrays_someone_holds(kernel_calls) -> None:
+    """apply_gradients may reuse a state buffer only when nothing outside the state refers to it."""
+    params = {"w": np.ones(6, np.float32)}
+    grads = {"w": np.full(6, 0.5, np.float32)}
+    opt = optim.Adam(0.1)
+    for _ in range(2):
+        params = opt.apply_gradients(grads, params)
+    held = opt.state["w"]["m"]
+    copy = held.copy()
+    params = opt.apply_gradients(grads, params)
+    assert kernel_calls
+    assert opt.state["w"]["m"] is not held
+    np.testing.assert_array_equal(held, copy)
+    # once nobody holds it, the buffer is reused (no allocation per step)
+    del held
+    current = id(opt.state["w"]["m"])
+    params = opt.apply_gradients(grads, params)
+    assert id(opt.state["w"]["m"]) == current
