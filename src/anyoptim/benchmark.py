@@ -299,24 +299,44 @@ def run_all(
     steps: int = 30,
     threads: int = 2,
     progress: Callable[[str], None] | None = None,
+    repeats: int = 1,
 ) -> list[dict[str, Any]]:
-    """Measure every installed variant on every case, each in its own subprocess."""
+    """Measure every installed variant on every case, each in its own subprocess.
+
+    With ``repeats`` > 1 every variant runs in that many separate processes, interleaved
+    (all variants once, then all again, ...), and the median of the per-process medians is
+    reported: where the memory of a process lands (huge pages or not, which cache lines) moves a
+    single process's figure by up to tens of percent on a shared machine.
+    """
     chosen = [v for v in (variants or list(VARIANTS)) if installed(v)]
     results = []
     for case in cases:
+        runs: dict[str, list[dict[str, Any]]] = {v: [] for v in chosen}
+        errors: dict[str, str] = {}
+        for r in range(repeats):
+            for variant in chosen:
+                if variant in errors:
+                    continue
+                if progress:
+                    progress(f"case {case}: {variant}" + (f" ({r + 1}/{repeats})" if repeats > 1 else ""))
+                cmd = [sys.executable, "-m", "anyoptim.benchmark", "--child", "--variant", variant,
+                       "--case", case, "--scale", str(scale), "--warmup", str(warmup),
+                       "--steps", str(steps)]
+                proc = subprocess.run(cmd, capture_output=True, text=True,
+                                      env=_child_env(threads), check=False)
+                if proc.returncode != 0:
+                    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
+                    errors[variant] = tail[0]
+                    continue
+                runs[variant].append(json.loads(proc.stdout.strip().splitlines()[-1]))
         for variant in chosen:
-            if progress:
-                progress(f"case {case}: {variant}")
-            cmd = [sys.executable, "-m", "anyoptim.benchmark", "--child", "--variant", variant,
-                   "--case", case, "--scale", str(scale), "--warmup", str(warmup),
-                   "--steps", str(steps)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env(threads),
-                                  check=False)
-            if proc.returncode != 0:
-                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
-                results.append({"variant": variant, "case": case, "error": tail[0]})
+            if variant in errors:
+                results.append({"variant": variant, "case": case, "error": errors[variant]})
                 continue
-            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            per_process = sorted(runs[variant], key=lambda x: x["median_ms"])
+            row = dict(per_process[len(per_process) // 2])
+            row["process_medians_ms"] = [x["median_ms"] for x in runs[variant]]
+            results.append(row)
     return results
 
 
@@ -334,6 +354,10 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def _ms(value: float) -> str:
+    return f"{value:.2f}" if value >= 1 else f"{value:.3f}"
+
+
 def table(results: list[dict[str, Any]]) -> str:
     """A markdown table: ms, % of the memory limit and ratio to the best peer, per case."""
     lines = []
@@ -349,7 +373,7 @@ def table(results: list[dict[str, Any]]) -> str:
         )
         if limit:
             gbs = BYTES_PER_PARAM * limit["params"] / (limit["median_ms"] / 1e3) / 1e9
-            lines.append(f"(limit: {limit['median_ms']:.2f} ms = {gbs:.1f} GB/s)")
+            lines.append(f"(limit: {_ms(limit['median_ms'])} ms = {gbs:.1f} GB/s)")
         lines.append("")
         lines.append("| variant | library | ms/step (median) | limit / time | vs best peer "
                      "| µs per tensor over limit | peak RSS growth |")
@@ -367,7 +391,7 @@ def table(results: list[dict[str, Any]]) -> str:
             per_tensor = (f"{1e3 * (r['median_ms'] - limit['median_ms']) / r['tensors']:.1f}"
                           if limit and r is not limit else "")
             lines.append(
-                f"| {r['variant']} | {lib} | {r['median_ms']:.2f} | {pct} | {ratio} "
+                f"| {r['variant']} | {lib} | {_ms(r['median_ms'])} | {pct} | {ratio} "
                 f"| {per_tensor} | {r['peak_rss_growth_kib']} KiB |"
             )
     lines.append("")
@@ -410,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="processes per variant; the median of their medians is reported")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
@@ -420,11 +446,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     variants = [v for v in args.variants.split(",") if v] or None
     results = run_all(args.cases.split(","), variants, args.scale, args.warmup, args.steps,
-                      args.threads, progress=lambda s: print(s, file=sys.stderr, flush=True))
+                      args.threads, progress=lambda s: print(s, file=sys.stderr, flush=True),
+                      repeats=args.repeats)
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     header = (f"Measured {time.strftime('%Y-%m-%d')} on {machine()}, {args.threads} threads, "
-              f"{args.steps} timed steps after {args.warmup} warm-up steps, one process per "
-              "variant.\n")
+              f"{args.steps} timed steps after {args.warmup} warm-up steps, {args.repeats} "
+              "process(es) per variant (median of the per-process medians).\n")
     text = header + table(results)
     with open(args.out + ".md", "w") as fh:
         fh.write(text + "\n")
