@@ -47,6 +47,18 @@ def _children(node: list[Any] | tuple[Any, ...] | dict[Any, Any]) -> Iterator[tu
     return enumerate(node)
 
 
+def _rebuild(seq: Any, children: list[Any]) -> Any:
+    """A sequence of ``seq``'s type holding ``children`` (namedtuples rebuilt positionally)."""
+    kind = type(seq)
+    if kind is list:
+        return children
+    if kind is tuple:
+        return tuple(children)
+    if hasattr(seq, "_fields"):
+        return kind(*children)
+    return kind(children)
+
+
 @overload
 def tree_flatten(
     tree: Any,
@@ -261,15 +273,8 @@ def tree_map(
                 return fn(node, *others)
             if isinstance(node, dict):
                 return {k: walk_many(v, tuple([r[k] for r in others])) for k, v in node.items()}
-            kind = type(node)
             children = [walk_many(v, tuple([r[i] for r in others])) for i, v in enumerate(node)]
-            if kind is list:
-                return children
-            if kind is tuple:
-                return tuple(children)
-            if hasattr(node, "_fields"):
-                return kind(*children)
-            return kind(children)
+            return _rebuild(node, children)
 
         return walk_many(tree, rest)
 
@@ -330,17 +335,10 @@ def tree_map_with_path(
             return {
                 k: walk(v, tuple([r[k] for r in others]), f"{base}{k}") for k, v in node.items()
             }
-        kind = type(node)
         children = [
             walk(v, tuple([r[i] for r in others]), f"{base}{i}") for i, v in enumerate(node)
         ]
-        if kind is list:
-            return children
-        if kind is tuple:
-            return tuple(children)
-        if hasattr(node, "_fields"):
-            return kind(*children)
-        return kind(children)
+        return _rebuild(node, children)
 
     return walk(tree, rest, path)
 

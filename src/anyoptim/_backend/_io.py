@@ -20,6 +20,28 @@ from . import library_name
 
 LIBRARIES = ("numpy", "mlx", "torch", "jax", "cupy")
 
+MAX_HEADER = 100 * 1024 * 1024
+
+# safetensors dtype -> (NumPy dtype string or None, bytes per element)
+DTYPES: dict[str, tuple[str | None, int]] = {
+    "BOOL": ("|b1", 1),
+    "U8": ("|u1", 1),
+    "I8": ("|i1", 1),
+    "F8_E5M2": (None, 1),
+    "F8_E4M3": (None, 1),
+    "I16": ("<i2", 2),
+    "U16": ("<u2", 2),
+    "F16": ("<f2", 2),
+    "BF16": (None, 2),
+    "I32": ("<i4", 4),
+    "U32": ("<u4", 4),
+    "F32": ("<f4", 4),
+    "F64": ("<f8", 8),
+    "I64": ("<i8", 8),
+    "U64": ("<u8", 8),
+    "C64": ("<c8", 8),
+}
+
 
 def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Parse the JSON header of a safetensors file without reading any tensor data.
@@ -32,7 +54,7 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
         if len(prefix) < 8:
             raise ValueError(f"file is {size} bytes long, too short for a safetensors header")
         (length,) = struct.unpack("<Q", prefix)
-        if length > size - 8:
+        if length > min(size - 8, MAX_HEADER):
             raise ValueError(
                 f"header claims {length} bytes but the file has only {size - 8} after the "
                 "length prefix (truncated file?)"
@@ -41,7 +63,7 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"header is not valid JSON ({exc})") from None
+        raise ValueError(f"header is not JSON ({exc})") from None
     if not isinstance(header, dict):
         raise ValueError("header is not a JSON object")
     data_size = size - 8 - length
@@ -49,8 +71,9 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
         if name == "__metadata__":
             continue
         try:
-            start, end = info["data_offsets"]
-            info["dtype"], info["shape"]  # both must be present (KeyError otherwise)
+            dtype = info["dtype"]
+            shape = [int(d) for d in info["shape"]]
+            start, end = (int(o) for o in info["data_offsets"])
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"tensor {name!r} has a malformed header entry") from None
         if not 0 <= start <= end <= data_size:
@@ -58,6 +81,16 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
                 f"tensor {name!r} lies at bytes {start}..{end} but the data section has "
                 f"only {data_size} bytes (truncated file?)"
             )
+        itemsize = DTYPES.get(dtype, (None, 0))[1]
+        count = 1
+        for d in shape:
+            count *= d
+        if itemsize and end - start != itemsize * count:
+            raise ValueError(
+                f"tensor {name!r} has {end - start} bytes, which does not match its shape "
+                f"{tuple(shape)} and dtype {dtype}"
+            )
+        info["shape"], info["data_offsets"] = shape, [start, end]
     return header
 
 

@@ -13,8 +13,8 @@ path is always used.
 from __future__ import annotations
 
 import functools
-import sys
 import importlib.util
+import sys
 from typing import Any
 
 import numpy as np

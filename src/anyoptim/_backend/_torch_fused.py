@@ -39,23 +39,41 @@ def supported(opt: Any) -> bool:
     return type(opt) in (SGD, Adam, AdamW)
 
 
-def _is_subclass(t: Any) -> bool:
-    import torch
-
-    return type(t) not in (torch.Tensor, torch.nn.Parameter)
-
-
 def _collect(g: Any, p: Any, s: Any, keys: tuple[str, ...], out: list,
-             keys_allow_subclasses: bool = True) -> bool:
-    import torch
+             allow_subclasses: bool = True) -> bool:
+    """Gather ``(grad, param, [state arrays])`` for every leaf; False if any leaf does not fit.
 
-    if isinstance(g, dict):
+    Leaf checks come first (most calls are leaves) and avoid per-call imports and device
+    objects: this walk is the Python cost per tensor of the fast path.
+    """
+    cls = type(g)
+    if cls in _PLAIN or (allow_subclasses and cls not in _CONTAINERS and _is_tensor(g)):
+        if type(s) is not dict or not s or not _is_tensor(p):
+            return False
+        if not allow_subclasses and type(p) not in _PLAIN:
+            return False
+        dtype = g.dtype
+        if dtype not in _FLOATS or p.dtype != dtype or g.shape != p.shape:
+            return False
+        if g.is_cuda != p.is_cuda or (g.is_cuda and g.get_device() != p.get_device()):
+            return False
+        states = []
+        for key in keys:
+            a: Any = s.get(key)
+            if not _is_tensor(a) or a.dtype != dtype or a.shape != g.shape:
+                return False
+            if a.is_cuda != g.is_cuda or (a.is_cuda and a.get_device() != g.get_device()):
+                return False
+            states.append(a)
+        out.append((g, p, states))
+        return True
+    if cls is dict:
         if not isinstance(p, dict) or not isinstance(s, dict):
             return False
         for k, gv in g.items():
             if k not in p or k not in s:
                 return False
-            if not _collect(gv, p[k], s[k], keys, out, keys_allow_subclasses):
+            if not _collect(gv, p[k], s[k], keys, out, allow_subclasses):
                 return False
         return True
     if isinstance(g, (list, tuple)):
@@ -63,26 +81,29 @@ def _collect(g: Any, p: Any, s: Any, keys: tuple[str, ...], out: list,
             return False
         if len(p) < len(g) or len(s) < len(g):
             return False
-        return all(_collect(gv, p[i], s[i], keys, out, keys_allow_subclasses)
+        return all(_collect(gv, p[i], s[i], keys, out, allow_subclasses)
                    for i, gv in enumerate(g))
-    if not (isinstance(g, torch.Tensor) and isinstance(p, torch.Tensor) and isinstance(s, dict)):
-        return False
-    if not keys_allow_subclasses and (_is_subclass(g) or _is_subclass(p)):
-        return False
-    if g.dtype not in (torch.float32, torch.float64) or p.dtype != g.dtype:
-        return False
-    if g.shape != p.shape or g.device != p.device or not s:
-        return False
-    states = []
-    for key in keys:
-        a = s.get(key)
-        if not isinstance(a, torch.Tensor) or a.dtype != g.dtype or a.shape != g.shape:
-            return False
-        if a.device != g.device:
-            return False
-        states.append(a)
-    out.append((g, p, states))
-    return True
+    return False
+
+
+_PLAIN: tuple[type, ...] = ()
+_FLOATS: tuple[Any, ...] = ()
+_CONTAINERS = (dict, list, tuple)
+
+
+def _is_tensor(x: Any) -> bool:
+    import torch
+
+    return isinstance(x, torch.Tensor)
+
+
+def _init_types() -> None:
+    global _PLAIN, _FLOATS
+    if not _PLAIN:
+        import torch
+
+        _PLAIN = (torch.Tensor, torch.nn.Parameter)
+        _FLOATS = (torch.float32, torch.float64)
 
 
 def step(opt: Any, gradients: Any, parameters: Any, inplace: bool) -> Any:
@@ -96,7 +117,8 @@ def step(opt: Any, gradients: Any, parameters: Any, inplace: bool) -> Any:
     keys: tuple[str, ...] = ("v",) if sgd and opt.momentum > 0 else () if sgd else ("m", "v")
     leaves: list = []
     # tensor subclasses (DTensor under FSDP2) have sharding rules for the Adam kernels only
-    if not _collect(gradients, parameters, opt._state, keys, leaves, keys_allow_subclasses=not sgd):
+    _init_types()
+    if not _collect(gradients, parameters, opt._state, keys, leaves, allow_subclasses=not sgd):
         return NotImplemented
     groups: dict[tuple[Any, Any], list] = {}
     for leaf in leaves:

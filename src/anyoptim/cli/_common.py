@@ -207,3 +207,15 @@ def parse_betas(text: str) -> list[float]:
             f"--betas expects two numbers separated by a comma, e.g. 0.9,0.999; got {text!r}"
         )
     return values
+
+
+def output_options(args: Any, default_plot: str) -> tuple[str | None, bool]:
+    """``(plot path or None, fancy)`` from --plot/--no-plot/--quiet/--json, checked up front."""
+    plot = None if args.no_plot else (args.plot or default_plot)
+    if plot is not None:
+        check_writable(plot, "--plot")
+        need("matplotlib", "--plot (use --no-plot to skip the figure)")
+    fancy = not (args.quiet or args.json)
+    if fancy:
+        need("rich", "the progress display")
+    return plot, fancy

@@ -10,11 +10,10 @@ from . import _data
 from ._common import (
     OPTIMIZERS,
     UsageError,
-    check_writable,
     default_lr_help,
     emit_json,
     lookup_optimizer,
-    need,
+    output_options,
     wrap,
 )
 from .train import (
@@ -139,13 +138,7 @@ def run(args: argparse.Namespace) -> int:
         config.make_optimizer(strict=False)  # reject invalid values before training
     epochs = args.epochs if args.epochs is not None else 20
     backend = args.backend or "numpy"
-    plot = None if args.no_plot else (args.plot or DEFAULT_PLOT)
-    if plot is not None:
-        check_writable(plot, "--plot")
-        need("matplotlib", "--plot (use --no-plot to skip the figure)")
-    fancy = not (args.quiet or args.json)
-    if fancy:
-        need("rich", "the progress display")
+    plot, fancy = output_options(args, DEFAULT_PLOT)
 
     data = _data.load(configs[0].seed)
     rows: list[dict[str, Any]] = []

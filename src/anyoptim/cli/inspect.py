@@ -16,31 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from .._backend import _io
 from ._checkpoint import CLI_KEY
 from ._common import CLIError, UsageError, emit_json, wrap
 from ._common import console as make_console
 
-_MAX_HEADER = 100 * 1024 * 1024
-
-# safetensors dtype -> (NumPy dtype string or None, bytes per element)
-_DTYPES: dict[str, tuple[str | None, int]] = {
-    "BOOL": ("|b1", 1),
-    "U8": ("|u1", 1),
-    "I8": ("|i1", 1),
-    "F8_E5M2": (None, 1),
-    "F8_E4M3": (None, 1),
-    "I16": ("<i2", 2),
-    "U16": ("<u2", 2),
-    "F16": ("<f2", 2),
-    "BF16": (None, 2),
-    "I32": ("<i4", 4),
-    "U32": ("<u4", 4),
-    "F32": ("<f4", 4),
-    "F64": ("<f8", 8),
-    "I64": ("<i8", 8),
-    "U64": ("<u8", 8),
-    "C64": ("<c8", 8),
-}
 _NAMES = {
     "BOOL": "bool",
     "U8": "uint8",
@@ -95,53 +75,16 @@ def read_header(path: str) -> tuple[dict[str, Any], dict[str, str], int]:
         raise UsageError(f"{path!r} does not exist")
     if os.path.isdir(path):
         raise UsageError(f"{path!r} is a folder, expected a .safetensors file")
-    size = os.path.getsize(path)
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8:
-            raise CLIError(f"{path!r} is not a safetensors file: it has only {size} bytes")
-        (length,) = struct.unpack("<Q", head)
-        if length > min(size - 8, _MAX_HEADER):
-            raise CLIError(
-                f"{path!r} is not a safetensors file (or it is truncated): the header claims "
-                f"{length} bytes but the file has {size - 8} after the length field"
-            )
-        raw = fh.read(length)
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CLIError(
-            f"{path!r} is not a safetensors file: its header is not JSON ({exc})"
-        ) from None
-    if not isinstance(header, dict):
-        raise CLIError(f"{path!r} is not a safetensors file: its header is not a JSON object")
+        header = _io.read_header(path)
+    except ValueError as exc:
+        raise CLIError(f"{path!r} is not a safetensors file (or it is damaged): {exc}") from None
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict):
         raise CLIError(f"{path!r}: the __metadata__ entry is not a JSON object")
-    start = 8 + length
-    for name, entry in header.items():
-        try:
-            dtype = entry["dtype"]
-            shape = [int(d) for d in entry["shape"]]
-            begin, end = (int(o) for o in entry["data_offsets"])
-        except (TypeError, KeyError, ValueError):
-            raise CLIError(
-                f"{path!r}: the header entry {name!r} is malformed: {entry!r:.120}"
-            ) from None
-        if not 0 <= begin <= end or start + end > size:
-            raise CLIError(
-                f"{path!r} is truncated or corrupted: the data of {name!r} (bytes {begin}-{end}) "
-                f"lies beyond the end of the file"
-            )
-        itemsize = _DTYPES.get(dtype, (None, 0))[1]
-        if itemsize and (end - begin) != itemsize * int(np.prod(shape, dtype=np.int64)):
-            raise CLIError(
-                f"{path!r}: {name!r} has {end - begin} bytes, which does not match its shape "
-                f"{tuple(shape)} and dtype {dtype}"
-            )
-        entry["shape"] = shape
-        entry["data_offsets"] = [begin, end]
-    return header, metadata, start
+    with open(path, "rb") as fh:
+        (length,) = struct.unpack("<Q", fh.read(8))
+    return header, metadata, 8 + length
 
 
 def read_scalar(path: str, entry: dict[str, Any], start: int) -> float | int | None:
@@ -156,7 +99,7 @@ def read_scalar(path: str, entry: dict[str, Any], start: int) -> float | int | N
     if dtype == "BF16":
         (bits,) = struct.unpack("<H", raw)
         return float(np.array([bits << 16], dtype="<u4").view("<f4")[0])
-    np_dtype = _DTYPES.get(dtype, (None, 0))[0]
+    np_dtype = _io.DTYPES.get(dtype, (None, 0))[0]
     if np_dtype is None:
         return None
     value = np.frombuffer(raw, dtype=np_dtype)[0]

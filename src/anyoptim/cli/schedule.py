@@ -11,6 +11,7 @@ import numpy as np
 from ._common import UsageError, check_writable, emit_json, wrap
 from ._common import console as make_console
 from ._expr import SCHEDULE_NAMES, parse_schedule
+from .train import positive_int
 
 DEFAULT_PLOT = "anyoptim-schedule.png"
 
@@ -75,12 +76,7 @@ def add_parser(subparsers: Any, formatter: type[argparse.HelpFormatter]) -> None
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    value = positive_int(text)
     if value > 10_000_000:
         raise argparse.ArgumentTypeError(f"at most 10,000,000 steps, got {value}")
     return value

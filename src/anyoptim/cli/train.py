@@ -21,8 +21,8 @@ from ._common import (
     default_lr_help,
     emit_json,
     lookup_optimizer,
-    need,
     optimizer_names,
+    output_options,
     parse_betas,
     wrap,
 )
@@ -573,14 +573,7 @@ def run(args: argparse.Namespace) -> int:
         config.make_optimizer()  # reject bad options before loading anything
     if checkpoint is not None:
         check_writable(checkpoint, "--checkpoint")
-    plot = None if args.no_plot else (args.plot or DEFAULT_PLOT)
-    if plot is not None:
-        check_writable(plot, "--plot")
-        need("matplotlib", "--plot (use --no-plot to skip the figure)")
-
-    fancy = not (args.quiet or args.json)
-    if fancy:
-        need("rich", "the progress display")
+    plot, fancy = output_options(args, DEFAULT_PLOT)
     reporter: Reporter = RichReporter() if fancy else Reporter()
     data = _data.load(config.seed)
     result = fit(

@@ -21,6 +21,7 @@ import numpy as np
 from .. import _backend
 from .._backend import finalize, library_name
 from ..errors import MissingStateError, TreeMismatchError
+from ..utils import _rebuild
 
 Schedule = Callable[[Any], Any]
 LearningRate = float | Schedule
@@ -40,18 +41,6 @@ class _PathError(Exception):
     def build(self, what: str) -> Exception:
         path = ".".join(reversed(self.segments)) or "<root>"
         return self.kind(f"{what} at {path!r}: {self.message}")
-
-
-def _rebuild(seq: Any, items: list[Any]) -> Any:
-    """A sequence of the same type as ``seq`` holding ``items`` (namedtuple aware)."""
-    cls = type(seq)
-    if cls is list:
-        return items
-    if cls is tuple:
-        return tuple(items)
-    if hasattr(seq, "_fields"):
-        return cls(*items)
-    return cls(items)
 
 
 class Optimizer:
