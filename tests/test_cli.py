@@ -26,6 +26,8 @@ from anyoptim.utils import tree_flatten
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HAS_MLX = bool(__import__("importlib").util.find_spec("mlx"))
+HAS_TORCH = bool(__import__("importlib").util.find_spec("torch"))
+HAS_JAX = bool(__import__("importlib").util.find_spec("jax"))
 
 
 @pytest.fixture(autouse=True)
@@ -205,8 +207,7 @@ def test_train_schedule_sets_the_learning_rate(capsys: pytest.CaptureFixture[str
     [
         (["--optimizer", "nope"], "valid names: SGD, RMSprop"),
         (["--optimizer", "MultiOptimizer"], "cannot be chosen"),
-        (["--backend", "torch"], "not yet supported"),
-        (["--backend", "jax"], "not yet supported"),
+        (["--backend", "cupy"], "invalid choice"),
         (["--optimizer", "adam", "--weight-decay", "0.1"], "use AdamW"),
         (["--optimizer", "adagrad", "--momentum", "0.9"], "--momentum works with"),
         (["--betas", "0.9"], "two numbers"),
@@ -293,6 +294,8 @@ def test_checkpoint_loads_with_anyoptim(tmp_path: Path, capsys: pytest.CaptureFi
     [
         "numpy",
         pytest.param("mlx", marks=pytest.mark.skipif(not HAS_MLX, reason="mlx not installed")),
+        pytest.param("torch", marks=pytest.mark.skipif(not HAS_TORCH, reason="no torch")),
+        pytest.param("jax", marks=pytest.mark.skipif(not HAS_JAX, reason="jax not installed")),
     ],
 )
 def test_resume_is_bit_identical(
@@ -473,7 +476,7 @@ def test_compare_marks_diverged_optimizers(capsys: pytest.CaptureFixture[str]) -
         (["--optimizers", "adam,ADAM"], "twice"),
         (["--lr", "rmsprop=1e-3"], "not in --optimizers"),
         (["--lr", "adam=x"], "expected a number"),
-        (["--backend", "torch"], "not yet supported"),
+        (["--backend", "cupy"], "invalid choice"),
     ],
 )
 def test_compare_usage_errors(
@@ -756,3 +759,16 @@ def test_numpy_digits_example(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     accuracy = float(proc.stdout.split("test accuracy ")[1].split("%")[0])
     assert accuracy >= 95.0
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param("torch", marks=pytest.mark.skipif(not HAS_TORCH, reason="no torch")),
+        pytest.param("jax", marks=pytest.mark.skipif(not HAS_JAX, reason="jax not installed")),
+    ],
+)
+def test_train_defaults_on_torch_and_jax(backend: str, capsys: pytest.CaptureFixture[str]) -> None:
+    result = json_out(capsys, "train", "--backend", backend, "--no-plot")
+    assert result["backend"] == backend
+    assert result["test_accuracy"] >= 0.95

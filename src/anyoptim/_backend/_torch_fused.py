@@ -1,6 +1,8 @@
 """PyTorch fast path: one multi-tensor fused kernel per (device, dtype) group, in place.
 
-Used by ``update()`` for Adam, AdamW and SGD on float32/float64 tensors. PyTorch's fused
+Used by ``update()`` for Adam, AdamW and SGD on float32/float64 CPU tensors (on CUDA the
+kernels' float arguments would need the learning rate and step on the host, a synchronisation
+per step, so CUDA tensors take the reference path, which stays on the device). PyTorch's fused
 kernels (the ones behind ``torch.optim.AdamW(fused=True)``) compute the same update rules as
 MLX when given the right arguments:
 
@@ -55,14 +57,16 @@ def _collect(g: Any, p: Any, s: Any, keys: tuple[str, ...], out: list,
         dtype = g.dtype
         if dtype not in _FLOATS or p.dtype != dtype or g.shape != p.shape:
             return False
-        if g.is_cuda != p.is_cuda or (g.is_cuda and g.get_device() != p.get_device()):
+        if g.is_cuda or p.is_cuda:
+            # on a GPU, reading the learning rate and step for the kernel's float arguments
+            # would wait for the device; the reference path keeps everything on the device
             return False
         states = []
         for key in keys:
             a: Any = s.get(key)
             if not _is_tensor(a) or a.dtype != dtype or a.shape != g.shape:
                 return False
-            if a.is_cuda != g.is_cuda or (a.is_cuda and a.get_device() != g.get_device()):
+            if a.is_cuda:
                 return False
             states.append(a)
         out.append((g, p, states))
@@ -148,7 +152,8 @@ def step(opt: Any, gradients: Any, parameters: Any, inplace: bool) -> Any:
                     # kernel's own bias correction (in double precision) stays disabled.
                     c1, c2 = _bias_terms(lr, b1, b2, step_count, _dtype)
                     lr_eff, eps_eff = c1 / c2, float(opt.eps) / c2
-                    wd_eff = lr * wd / lr_eff
+                    # the kernel decays by lr_eff * wd_eff, MLX by lr * wd (nothing at lr = 0)
+                    wd_eff = lr * wd / lr_eff if lr_eff != 0 else 0.0
                 steps = torch.full((len(items),), _NO_BIAS_CORRECTION_STEP, device=device)
                 fused = torch._fused_adamw_ if type(opt) is AdamW else torch._fused_adam_
                 fused(

@@ -202,17 +202,147 @@ class MLXBackend(Backend):
         return new
 
 
-BACKENDS: dict[str, type[Backend]] = {"numpy": NumpyBackend, "mlx": MLXBackend}
-PLANNED = ("torch", "jax")
-CHOICES = (*BACKENDS, *PLANNED)
+def _import(module: str, flag: str, extra: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise UsageError(
+            f"--backend {flag} needs {flag}, which is not installed ({exc}). Install it with: "
+            f'pip install "anyoptim[{extra}]"'
+        ) from None
+
+
+class TorchBackend(Backend):
+    """PyTorch tensors (CPU); gradients from ``torch.autograd``; updates in place."""
+
+    name = "torch"
+
+    def __init__(self, data: Digits, activation: str) -> None:
+        super().__init__(data, activation)
+        self.torch = torch = _import("torch", "torch", "torch")
+        self.x = {"train": torch.from_numpy(data.x_train.copy()),
+                  "test": torch.from_numpy(data.x_test.copy())}
+        self.y = {"train": torch.from_numpy(data.y_train.astype(np.int64)),
+                  "test": torch.from_numpy(data.y_test.astype(np.int64))}
+
+    def _forward(self, params: Any, x: Any) -> Any:
+        torch = self.torch
+        layers = params["layers"]
+        h = x
+        for i, layer in enumerate(layers):
+            h = h @ layer["weight"].T + layer["bias"]
+            if i < len(layers) - 1:
+                h = torch.tanh(h) if self.activation == "tanh" else torch.relu(h)
+        return h
+
+    def from_numpy(self, tree: Any) -> Any:
+        def convert(a: Any) -> Any:
+            a = np.array(a, copy=True)
+            # PyTorch has no arithmetic on uint64: the step counter is int64 there
+            return self.torch.from_numpy(a.astype(np.int64) if a.dtype == np.uint64 else a)
+
+        return _map(convert, tree)
+
+    def to_numpy(self, tree: Any) -> Any:
+        return _map(lambda a: a.detach().numpy().copy(), tree)
+
+    def loss_and_grad(self, params: Any, batch: np.ndarray) -> tuple[float, Any]:
+        from anyoptim.utils import tree_flatten, tree_unflatten
+
+        torch = self.torch
+        idx = torch.from_numpy(batch.astype(np.int64))
+        # differentiate with respect to leaf views of the parameters, which themselves never
+        # require gradients (the optimizer then updates them in place)
+        flat = [(k, p.detach().requires_grad_()) for k, p in tree_flatten(params)]
+        logits = self._forward(tree_unflatten(flat), self.x["train"][idx])
+        loss = torch.nn.functional.cross_entropy(logits, self.y["train"][idx])
+        grads = torch.autograd.grad(loss, [p for _, p in flat])
+        return float(loss.detach()), tree_unflatten([(k, g) for (k, _), g in zip(flat, grads)])
+
+    def evaluate(self, params: Any, split: str) -> tuple[float, float]:
+        torch = self.torch
+        with torch.no_grad():
+            logits = self._forward(params, self.x[split])
+            loss = torch.nn.functional.cross_entropy(logits, self.y[split])
+            acc = (logits.argmax(dim=1) == self.y[split]).float().mean()
+        return float(loss), float(acc)
+
+    def update(self, optimizer: Any, params: Any, grads: Any) -> Any:
+        optimizer.update(params, grads)  # in place, without autograd history
+        return params
+
+
+class JaxBackend(Backend):
+    """JAX arrays (CPU); gradients from ``jax.value_and_grad``; the step under ``jax.jit``."""
+
+    name = "jax"
+
+    def __init__(self, data: Digits, activation: str) -> None:
+        super().__init__(data, activation)
+        self.jax = jax = _import("jax", "jax", "jax")
+        self.jnp = jnp = jax.numpy
+        self.x = {"train": jnp.asarray(data.x_train), "test": jnp.asarray(data.x_test)}
+        self.y = {"train": jnp.asarray(data.y_train.astype(np.int32)),
+                  "test": jnp.asarray(data.y_test.astype(np.int32))}
+        self._value_and_grad = jax.jit(jax.value_and_grad(self._loss))
+        self._steps: dict[int, Any] = {}
+
+    def _forward(self, params: Any, x: Any) -> Any:
+        jnp = self.jnp
+        layers = params["layers"]
+        h = x
+        for i, layer in enumerate(layers):
+            h = h @ layer["weight"].T + layer["bias"]
+            if i < len(layers) - 1:
+                h = jnp.tanh(h) if self.activation == "tanh" else jnp.maximum(h, 0.0)
+        return h
+
+    def _cross_entropy(self, logits: Any, y: Any) -> Any:
+        log_probs = self.jax.nn.log_softmax(logits, axis=1)
+        return -self.jnp.mean(self.jnp.take_along_axis(log_probs, y[:, None], axis=1))
+
+    def _loss(self, params: Any, x: Any, y: Any) -> Any:
+        return self._cross_entropy(self._forward(params, x), y)
+
+    def from_numpy(self, tree: Any) -> Any:
+        return _map(self.jnp.asarray, tree)
+
+    def to_numpy(self, tree: Any) -> Any:
+        return _map(lambda a: np.array(a, copy=True), tree)
+
+    def loss_and_grad(self, params: Any, batch: np.ndarray) -> tuple[float, Any]:
+        idx = self.jnp.asarray(batch.astype(np.int32))
+        loss, grads = self._value_and_grad(params, self.x["train"][idx], self.y["train"][idx])
+        return float(loss), grads
+
+    def evaluate(self, params: Any, split: str) -> tuple[float, float]:
+        jnp = self.jnp
+        logits = self._forward(params, self.x[split])
+        loss = self._cross_entropy(logits, self.y[split])
+        acc = jnp.mean(jnp.argmax(logits, axis=1) == self.y[split])
+        return float(loss), float(acc)
+
+    def update(self, optimizer: Any, params: Any, grads: Any) -> Any:
+        step = self._steps.get(id(optimizer))
+        if step is None:
+            step = self._steps[id(optimizer)] = self.jax.jit(optimizer.pure_step)
+        new, state = step(params, grads, optimizer.state)
+        optimizer.state = state  # keep the optimizer current (checkpoints save it)
+        return new
+
+
+BACKENDS: dict[str, type[Backend]] = {
+    "numpy": NumpyBackend,
+    "torch": TorchBackend,
+    "jax": JaxBackend,
+    "mlx": MLXBackend,
+}
+CHOICES = tuple(BACKENDS)
 
 
 def make_backend(name: str, data: Digits, activation: str) -> Backend:
-    if name in PLANNED:
-        raise UsageError(
-            f"--backend {name} is not yet supported by the command line; "
-            f"available now: {', '.join(BACKENDS)}"
-        )
     try:
         cls = BACKENDS[name]
     except KeyError:

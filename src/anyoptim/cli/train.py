@@ -408,7 +408,7 @@ def add_common_training_options(p: argparse.ArgumentParser, *, compare: bool = F
         "--backend",
         choices=CHOICES,
         default=None,
-        help="array library (default numpy; torch and jax are not supported yet)",
+        help="array library (default numpy)",
     )
     p.add_argument(
         "--plot",

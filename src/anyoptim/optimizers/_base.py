@@ -136,12 +136,29 @@ class Optimizer:
         where shape and dtype allow.
         """
         params = _backend.model_parameters(model)
-        fast = _fast_path(self, _first_array(gradients))
-        if fast is not None and fast.step(self, gradients, params, inplace=True) is not NotImplemented:
-            return
-        with _backend.no_grad(gradients):
-            new = self.apply_gradients(gradients, params)
-            _backend.write_back(model, new)
+        like = _first_array(gradients)
+        rollback = None
+        if not self._initialized and _fast_path(self, like, initialized=True) is not None:
+            # Create the state first, so that every update, the first one and the first one
+            # after a state is assigned (a resumed run) included, takes the same fused path:
+            # a resumed run then continues bit-identically on libraries whose fused kernels
+            # round differently from the reference path (PyTorch).
+            rollback = _snapshot_dicts(self._state)
+            try:
+                self.init(gradients)
+            except BaseException:
+                self._rollback_init(rollback)
+                raise
+        try:
+            fast = _fast_path(self, like)
+            if fast is not None and fast.step(self, gradients, params, inplace=True) is not NotImplemented:
+                return
+            with _backend.no_grad(gradients):
+                new = self.apply_gradients(gradients, params)
+                _backend.write_back(model, new)
+        except BaseException:
+            self._rollback_init(rollback)
+            raise
 
     def pure_step(self, parameters: Any, gradients: Any, state: Any) -> tuple[Any, Any]:
         """A pure function of its inputs: return ``(new_parameters, new_state)``.
@@ -608,12 +625,13 @@ def _copy_containers(tree: Any) -> Any:
     return tree
 
 
-def _fast_path(opt: Optimizer, like: Any) -> Any:
+def _fast_path(opt: Optimizer, like: Any, initialized: bool = False) -> Any:
     """The fused-kernel module for ``like``'s library, if ``opt`` has kernels there.
 
-    Only for an initialised optimizer: the first (lazy-init) step takes the reference path.
+    Only for an initialised optimizer (``initialized=True``: about to be initialised by
+    ``update``); a lazily initialising ``apply_gradients`` takes the reference path.
     """
-    if not opt._initialized or opt.skip_nonfinite:
+    if not (opt._initialized or initialized) or opt.skip_nonfinite:
         return None
     if type(like) is np.ndarray:
         if _backend.fused_numpy_available():
