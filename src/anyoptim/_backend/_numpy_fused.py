@@ -23,6 +23,7 @@ import numpy as np
 PARALLEL_MIN_SIZE = 1 << 17
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_FLOAT_SET = frozenset(_FLOATS)
 
 
 def available() -> bool:
@@ -269,7 +270,7 @@ def _leaf_states(g: Any, p: Any, s: Any, keys: tuple[str, ...], inplace: bool) -
     if type(g) is not np.ndarray or type(p) is not np.ndarray or type(s) is not dict or not s:
         return None
     dtype = g.dtype
-    if dtype not in _FLOATS or p.dtype != dtype:
+    if dtype not in _FLOAT_SET or p.dtype is not dtype and p.dtype != dtype:
         return None
     shape = g.shape
     if shape != p.shape:
@@ -280,7 +281,7 @@ def _leaf_states(g: Any, p: Any, s: Any, keys: tuple[str, ...], inplace: bool) -
     states = []
     for key in keys:
         a = s.get(key)
-        if type(a) is not np.ndarray or a.shape != shape or a.dtype != dtype:
+        if type(a) is not np.ndarray or a.shape != shape or a.dtype is not dtype and a.dtype != dtype:
             return None
         aflags = a.flags
         if not (aflags.c_contiguous and aflags.writeable):
@@ -328,6 +329,12 @@ def step(opt: Any, gradients: Any, parameters: Any, inplace: bool) -> Any:
                 entry = kernels[key] = (
                     kernel_for(name, flags, n_states, inplace, key[1]), scalars)
             fn, scalars = entry
+            if p.ndim == 1:  # the common case needs no flattened views
+                if inplace:
+                    fn(p, g, *states, scalars)
+                else:
+                    fn(p, g, *states, out_p, *outs, scalars)
+                continue
             flat = [p.reshape(-1), g.reshape(-1)]
             flat += [a.reshape(-1) for a in states]
             if not inplace:
