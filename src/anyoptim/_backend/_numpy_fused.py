@@ -270,7 +270,7 @@ def _leaf_states(g: Any, p: Any, s: Any, keys: tuple[str, ...], inplace: bool) -
     if type(g) is not np.ndarray or type(p) is not np.ndarray or type(s) is not dict or not s:
         return None
     dtype = g.dtype
-    if dtype not in _FLOAT_SET or p.dtype is not dtype and p.dtype != dtype:
+    if dtype not in _FLOAT_SET or (p.dtype is not dtype and p.dtype != dtype):
         return None
     shape = g.shape
     if shape != p.shape:
@@ -281,7 +281,7 @@ def _leaf_states(g: Any, p: Any, s: Any, keys: tuple[str, ...], inplace: bool) -
     states = []
     for key in keys:
         a = s.get(key)
-        if type(a) is not np.ndarray or a.shape != shape or a.dtype is not dtype and a.dtype != dtype:
+        if type(a) is not np.ndarray or a.shape != shape or (a.dtype is not dtype and a.dtype != dtype):
             return None
         aflags = a.flags
         if not (aflags.c_contiguous and aflags.writeable):
