@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import struct
 import subprocess
@@ -312,3 +313,19 @@ def test_killed_writer_never_leaves_a_partial_checkpoint(tmp_path: Path) -> None
 @pytest.mark.slow
 def test_killed_writer_many_times(tmp_path: Path) -> None:
     assert _kill_cycles(tmp_path, kills=120) >= 100
+
+
+def test_saving_removes_stale_temporaries_of_killed_writers(tmp_path: Path) -> None:
+    stale = tmp_path / ".anyoptim-abc123.safetensors"
+    fresh = tmp_path / ".anyoptim-def456.safetensors"  # a save in progress elsewhere
+    other = tmp_path / "notes-anyoptim.safetensors"
+    for f in (stale, fresh, other):
+        f.write_bytes(b"partial")
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    opt = optim.SGD(0.1)
+    opt.update({"w": np.ones(2, np.float32)}, {"w": np.ones(2, np.float32)})
+    optim.save(tmp_path / "ckpt.safetensors", opt)
+    assert not stale.exists()
+    assert fresh.exists() and other.exists()

@@ -94,6 +94,38 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     return header
 
 
+TEMP_PREFIX = ".anyoptim-"
+STALE_AFTER_S = 3600.0
+
+
+def remove_stale_temporaries(directory: str, older_than_s: float = STALE_AFTER_S) -> int:
+    """Delete temporary files left by writers that were killed mid-save; return how many.
+
+    Only this module's own temporary files (``.anyoptim-*.safetensors``) that nobody has
+    written to for ``older_than_s`` seconds are removed; a save in progress keeps its file
+    fresh. Errors (a file removed meanwhile, no permission) are ignored.
+    """
+    import time
+
+    removed = 0
+    now = time.time()
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    for name in names:
+        if not (name.startswith(TEMP_PREFIX) and name.endswith(".safetensors")):
+            continue
+        full = os.path.join(directory, name)
+        try:
+            if now - os.path.getmtime(full) > older_than_s:
+                os.unlink(full)
+                removed += 1
+        except OSError:
+            pass
+    return removed
+
+
 def write(path: str | os.PathLike[str], arrays: dict[str, Any], metadata: dict[str, str]) -> None:
     """Write ``arrays`` (all from one library) atomically: a temporary file, then a rename."""
     libs = sorted({str(library_name(a)) for a in arrays.values()})
@@ -102,7 +134,8 @@ def write(path: str | os.PathLike[str], arrays: dict[str, Any], metadata: dict[s
     lib = libs[0] if libs else "numpy"
     target = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(target))
-    fd, tmp = tempfile.mkstemp(prefix=".anyoptim-", suffix=".safetensors", dir=directory)
+    remove_stale_temporaries(directory)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".safetensors", dir=directory)
     os.close(fd)
     try:
         _write_with(lib, tmp, arrays, metadata)
