@@ -244,10 +244,31 @@ def supported(opt: Any) -> bool:
     return type(opt) in (SGD, AdaDelta, Adagrad, Adam, Adamax, AdamW, Lion, RMSprop)
 
 
-# References to a state array inside ``step`` when nobody else holds it: the state dict, the
-# list of the leaf's state arrays, the comprehension's variable, ``_private``'s argument and
-# getrefcount's own argument.
-_PRIVATE_REFCOUNT = 5
+def _refcount(a: np.ndarray) -> int:
+    return sys.getrefcount(a)
+
+
+def _calibrate_private_refcount() -> int:
+    """The reference count ``_private`` sees for an array nobody else holds.
+
+    Measured with the same shape of code as in ``step`` (a dict entry, a list of the leaf's
+    state arrays, a comprehension variable, one call), so that interpreters that count stack
+    references differently give the right threshold; 0 (never reuse) if the result is odd.
+    """
+    holder = {"m": np.empty(1)}
+    states = [holder["m"]]
+    counts = [_probe(a) for a in states]  # _probe -> _refcount, as _private -> _refcount
+    return counts[0] if 2 <= counts[0] <= 8 else 0
+
+
+def _probe(a: np.ndarray) -> int:
+    return _refcount(a)
+
+
+# References to a state array inside ``step`` when nobody else holds it (CPython 3.10-3.13:
+# the state dict, the list of the leaf's state arrays, the comprehension's variable, the
+# arguments of ``_private`` and ``_refcount`` and getrefcount's own argument: 6).
+_PRIVATE_REFCOUNT = _calibrate_private_refcount()
 
 
 def _private(a: np.ndarray) -> bool:
@@ -258,7 +279,7 @@ def _private(a: np.ndarray) -> bool:
     faults of fresh memory) per state array.
     """
     return (
-        sys.getrefcount(a) <= _PRIVATE_REFCOUNT
+        _refcount(a) <= _PRIVATE_REFCOUNT
         and a.base is None
         and a.flags.writeable
         and a.flags.owndata
