@@ -32,6 +32,17 @@ def init_params(rng: np.random.Generator, sizes: list[int]) -> dict[str, Any]:
     return {"layers": layers}
 
 
+def mlp_forward(params: Any, x: Any, activation: Any) -> Any:
+    """``x @ W.T + b`` per layer, ``activation`` between layers (any array library)."""
+    layers = params["layers"]
+    h = x
+    for i, layer in enumerate(layers):
+        h = h @ layer["weight"].T + layer["bias"]
+        if i < len(layers) - 1:
+            h = activation(h)
+    return h
+
+
 def _map(fn: Any, tree: Any) -> Any:
     from anyoptim.utils import tree_map
 
@@ -166,14 +177,8 @@ class MLXBackend(Backend):
         self._value_and_grad = mx.value_and_grad(self._loss)
 
     def _forward(self, params: Any, x: Any) -> Any:
-        mx = self.mx
-        layers = params["layers"]
-        h = x
-        for i, layer in enumerate(layers):
-            h = h @ layer["weight"].T + layer["bias"]
-            if i < len(layers) - 1:
-                h = mx.tanh(h) if self.activation == "tanh" else self.nn.relu(h)
-        return h
+        act = self.mx.tanh if self.activation == "tanh" else self.nn.relu
+        return mlp_forward(params, x, act)
 
     def _loss(self, params: Any, x: Any, y: Any) -> Any:
         return self.nn.losses.cross_entropy(self._forward(params, x), y, reduction="mean")
@@ -228,14 +233,8 @@ class TorchBackend(Backend):
                   "test": torch.from_numpy(data.y_test.astype(np.int64))}
 
     def _forward(self, params: Any, x: Any) -> Any:
-        torch = self.torch
-        layers = params["layers"]
-        h = x
-        for i, layer in enumerate(layers):
-            h = h @ layer["weight"].T + layer["bias"]
-            if i < len(layers) - 1:
-                h = torch.tanh(h) if self.activation == "tanh" else torch.relu(h)
-        return h
+        act = self.torch.tanh if self.activation == "tanh" else self.torch.relu
+        return mlp_forward(params, x, act)
 
     def from_numpy(self, tree: Any) -> Any:
         def convert(a: Any) -> Any:
@@ -290,14 +289,8 @@ class JaxBackend(Backend):
         self._steps: dict[int, Any] = {}
 
     def _forward(self, params: Any, x: Any) -> Any:
-        jnp = self.jnp
-        layers = params["layers"]
-        h = x
-        for i, layer in enumerate(layers):
-            h = h @ layer["weight"].T + layer["bias"]
-            if i < len(layers) - 1:
-                h = jnp.tanh(h) if self.activation == "tanh" else jnp.maximum(h, 0.0)
-        return h
+        act = self.jnp.tanh if self.activation == "tanh" else self.jax.nn.relu
+        return mlp_forward(params, x, act)
 
     def _cross_entropy(self, logits: Any, y: Any) -> Any:
         log_probs = self.jax.nn.log_softmax(logits, axis=1)
