@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ..utils import _rebuild
+
 __all__ = [
     "OPS",
     "as_state_array",
@@ -330,6 +332,40 @@ def _merge_into(target: Any, new: Any) -> Any:
         items = [_merge_into(t, v) for t, v in zip(target, new)] + list(target[len(new) :])
         return type(target)(*items) if hasattr(target, "_fields") else type(target)(items)
     return _store_leaf(target, new)
+
+
+def match_leaves(g: Any, p: Any, s: Any, leaf: Any) -> Any:
+    """Walk gradient, parameter and state trees together, the gradients driving.
+
+    Returns the tree (the gradients' structure) of ``leaf(g, p, s)`` results, or NotImplemented
+    as soon as the trees disagree or ``leaf`` returns NotImplemented. The fused paths use it:
+    on NotImplemented they leave the update to the reference path, which reports the problem.
+    """
+    if isinstance(g, dict):
+        if not isinstance(p, dict) or not isinstance(s, dict):
+            return NotImplemented
+        out = {}
+        for k, gv in g.items():
+            if k not in p or k not in s:
+                return NotImplemented
+            r = match_leaves(gv, p[k], s[k], leaf)
+            if r is NotImplemented:
+                return NotImplemented
+            out[k] = r
+        return out
+    if isinstance(g, (list, tuple)):
+        if not isinstance(p, (list, tuple)) or not isinstance(s, (list, tuple)):
+            return NotImplemented
+        if len(p) < len(g) or len(s) < len(g):
+            return NotImplemented
+        items = []
+        for i, gv in enumerate(g):
+            r = match_leaves(gv, p[i], s[i], leaf)
+            if r is NotImplemented:
+                return NotImplemented
+            items.append(r)
+        return _rebuild(g, items)
+    return leaf(g, p, s)
 
 
 def no_grad(tree: Any) -> Any:

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from . import match_leaves
+
 # Arrays at least this large are processed by a multi-threaded kernel.
 PARALLEL_MIN_SIZE = 1 << 17
 
@@ -328,7 +330,15 @@ def step(opt: Any, gradients: Any, parameters: Any, inplace: bool) -> Any:
     if type(opt).__name__ == "SGD" and opt.momentum <= 0:
         keys = ()
     leaves: list[tuple[Any, Any, dict[str, Any], list, Any]] = []
-    result = _collect(gradients, parameters, opt._state, keys, inplace, leaves)
+    def leaf(g: Any, p: Any, s: Any) -> Any:
+        states = _leaf_states(g, p, s, keys, inplace)
+        if states is None:
+            return NotImplemented
+        out_p = p if inplace else np.empty_like(p)
+        leaves.append((g, p, s, states, out_p))
+        return out_p
+
+    result = match_leaves(gradients, parameters, opt._state, leaf)
     if result is NotImplemented:
         return NotImplemented
     saved = opt._advance()
@@ -369,38 +379,3 @@ def step(opt: Any, gradients: Any, parameters: Any, inplace: bool) -> Any:
         for k, a in zip(keys, outs):
             s[k] = a
     return result
-
-
-def _collect(g: Any, p: Any, s: Any, keys: tuple[str, ...], inplace: bool, leaves: list) -> Any:
-    if isinstance(g, dict):
-        if not isinstance(p, dict) or not isinstance(s, dict):
-            return NotImplemented
-        out = {}
-        for k, gv in g.items():
-            if k not in p or k not in s:
-                return NotImplemented
-            r = _collect(gv, p[k], s[k], keys, inplace, leaves)
-            if r is NotImplemented:
-                return NotImplemented
-            out[k] = r
-        return out
-    if isinstance(g, (list, tuple)):
-        if not isinstance(p, (list, tuple)) or not isinstance(s, (list, tuple)):
-            return NotImplemented
-        if len(p) < len(g) or len(s) < len(g):
-            return NotImplemented
-        items = []
-        for i, gv in enumerate(g):
-            r = _collect(gv, p[i], s[i], keys, inplace, leaves)
-            if r is NotImplemented:
-                return NotImplemented
-            items.append(r)
-        if type(g) is list:
-            return items
-        return type(g)(*items) if hasattr(g, "_fields") else type(g)(items)
-    states = _leaf_states(g, p, s, keys, inplace)
-    if states is None:
-        return NotImplemented
-    out_p = p if inplace else np.empty_like(p)
-    leaves.append((g, p, s, states, out_p))
-    return out_p

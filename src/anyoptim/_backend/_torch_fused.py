@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import match_leaves
+
 _NO_BIAS_CORRECTION_STEP = 1.0e9  # β^t underflows to 0 for any β < 1: no bias correction
 
 
@@ -41,58 +43,36 @@ def supported(opt: Any) -> bool:
     return type(opt) in (SGD, Adam, AdamW)
 
 
-def _collect(g: Any, p: Any, s: Any, keys: tuple[str, ...], out: list,
-             allow_subclasses: bool = True) -> bool:
-    """Gather ``(grad, param, [state arrays])`` for every leaf; False if any leaf does not fit.
+def _leaf(g: Any, p: Any, s: Any, keys: tuple[str, ...], out: list,
+          allow_subclasses: bool) -> Any:
+    """Record ``(grad, param, [state arrays])`` if this leaf fits the fused kernel.
 
-    Leaf checks come first (most calls are leaves) and avoid per-call imports and device
-    objects: this walk is the Python cost per tensor of the fast path.
+    The checks avoid per-call imports and device objects: with the tree walk, they are the
+    Python cost per tensor of the fast path.
     """
-    cls = type(g)
-    if cls in _PLAIN or (allow_subclasses and cls not in _CONTAINERS and _is_tensor(g)):
-        if type(s) is not dict or not s or not _is_tensor(p):
-            return False
-        if not allow_subclasses and type(p) not in _PLAIN:
-            return False
-        dtype = g.dtype
-        if dtype not in _FLOATS or p.dtype != dtype or g.shape != p.shape:
-            return False
-        if g.is_cuda or p.is_cuda:
-            # on a GPU, reading the learning rate and step for the kernel's float arguments
-            # would wait for the device; the reference path keeps everything on the device
-            return False
-        states = []
-        for key in keys:
-            a: Any = s.get(key)
-            if not _is_tensor(a) or a.dtype != dtype or a.shape != g.shape:
-                return False
-            if a.is_cuda:
-                return False
-            states.append(a)
-        out.append((g, p, states))
-        return True
-    if cls is dict:
-        if not isinstance(p, dict) or not isinstance(s, dict):
-            return False
-        for k, gv in g.items():
-            if k not in p or k not in s:
-                return False
-            if not _collect(gv, p[k], s[k], keys, out, allow_subclasses):
-                return False
-        return True
-    if isinstance(g, (list, tuple)):
-        if not isinstance(p, (list, tuple)) or not isinstance(s, (list, tuple)):
-            return False
-        if len(p) < len(g) or len(s) < len(g):
-            return False
-        return all(_collect(gv, p[i], s[i], keys, out, allow_subclasses)
-                   for i, gv in enumerate(g))
-    return False
+    if not (_is_tensor(g) and _is_tensor(p)) or type(s) is not dict or not s:
+        return NotImplemented
+    if not allow_subclasses and (type(g) not in _PLAIN or type(p) not in _PLAIN):
+        return NotImplemented
+    dtype = g.dtype
+    if dtype not in _FLOATS or p.dtype != dtype or g.shape != p.shape:
+        return NotImplemented
+    if g.is_cuda or p.is_cuda:
+        # on a GPU, reading the learning rate and step for the kernel's float arguments
+        # would wait for the device; the reference path keeps everything on the device
+        return NotImplemented
+    states = []
+    for key in keys:
+        a: Any = s.get(key)
+        if not _is_tensor(a) or a.dtype != dtype or a.shape != g.shape or a.is_cuda:
+            return NotImplemented
+        states.append(a)
+    out.append((g, p, states))
+    return True
 
 
 _PLAIN: tuple[type, ...] = ()
 _FLOATS: tuple[Any, ...] = ()
-_CONTAINERS = (dict, list, tuple)
 
 
 def _is_tensor(x: Any) -> bool:
@@ -122,7 +102,11 @@ def step(opt: Any, gradients: Any, parameters: Any, inplace: bool) -> Any:
     leaves: list = []
     # tensor subclasses (DTensor under FSDP2) have sharding rules for the Adam kernels only
     _init_types()
-    if not _collect(gradients, parameters, opt._state, keys, leaves, allow_subclasses=not sgd):
+    found = match_leaves(
+        gradients, parameters, opt._state,
+        lambda g, p, s: _leaf(g, p, s, keys, leaves, allow_subclasses=not sgd),
+    )
+    if found is NotImplemented:
         return NotImplemented
     groups: dict[tuple[Any, Any], list] = {}
     for leaf in leaves:
