@@ -316,9 +316,7 @@ class Optimizer:
     def _rollback_init(self, rollback: list[tuple[dict[str, Any], dict[str, Any]]] | None) -> None:
         """Undo a lazy ``init`` made by a failed ``apply_gradients`` call."""
         if rollback is not None:
-            for target, saved in rollback:
-                target.clear()
-                target.update(saved)
+            _restore_dicts(rollback)
             self._initialized = False
 
     def _get_reserved(self, key: str) -> Any:
@@ -566,6 +564,13 @@ def _snapshot_dicts(tree: Any) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         elif isinstance(node, (list, tuple)):
             stack.extend(node)
     return out
+
+
+def _restore_dicts(snapshot: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    """Put back what :func:`_snapshot_dicts` recorded (the same dict objects, old contents)."""
+    for target, saved in snapshot:
+        target.clear()
+        target.update(saved)
 
 
 def _skeleton(tree: Any) -> Any:

@@ -16,6 +16,7 @@ from ._base import (
     _copy_containers,
     _first_array,
     _PathError,
+    _restore_dicts,
     _select,
     _snapshot_dicts,
 )
@@ -97,7 +98,7 @@ class MultiOptimizer(Optimizer):
                 tree_flatten(opt.apply_gradients(part, parameters), destination=flat)
         except BaseException:
             for snapshot in snapshots:
-                _restore(snapshot)
+                _restore_dicts(snapshot)
             # a restored (emptied) state must be lazily initialised again at the next call
             for opt, flag in zip(self.optimizers, initialized):
                 opt._initialized = flag
@@ -175,9 +176,3 @@ class MultiOptimizer(Optimizer):
     def learning_rate(self, learning_rate: Any) -> None:
         for opt in self.optimizers:
             opt.learning_rate = learning_rate
-
-
-def _restore(snapshot: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
-    for target, saved in snapshot:
-        target.clear()
-        target.update(saved)
