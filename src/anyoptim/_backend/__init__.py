@@ -368,12 +368,10 @@ def match_leaves(g: Any, p: Any, s: Any, leaf: Any) -> Any:
     return leaf(g, p, s)
 
 
-def no_grad(tree: Any) -> Any:
-    """``torch.no_grad()`` when ``tree`` holds torch tensors, else a null context."""
-    leaf = tree
-    while isinstance(leaf, (dict, list, tuple)) and leaf:
-        leaf = next(iter(leaf.values())) if isinstance(leaf, dict) else leaf[0]
-    if library_name(leaf) == "torch":
+def no_grad(like: Any) -> Any:
+    """``torch.no_grad()`` when ``like`` (a leaf of the trees at hand) is a torch tensor, else
+    a null context."""
+    if library_name(like) == "torch":
         import torch
 
         return torch.no_grad()

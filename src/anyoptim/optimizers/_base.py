@@ -153,7 +153,7 @@ class Optimizer:
             fast = _fast_path(self, like)
             if fast is not None and fast.step(self, gradients, params, inplace=True) is not NotImplemented:
                 return
-            with _backend.no_grad(gradients):
+            with _backend.no_grad(like):
                 new = self.apply_gradients(gradients, params)
                 _backend.write_back(model, new)
         except BaseException:
