@@ -253,7 +253,7 @@ def _read_all(path: PathLike, library: str | None) -> tuple[dict[str, str], dict
     header = _header(path)
     meta = header.get("__metadata__") or {}
     try:
-        _io.verify_checksum(path, required=meta.get("format") == FORMAT)
+        _io.verify_checksum(path, required=meta.get("format") == FORMAT, header=header)
     except ValueError as exc:
         raise CheckpointError(f"{os.fspath(path)!r}: {exc}") from None
     lib = library or meta.get("library") or "numpy"

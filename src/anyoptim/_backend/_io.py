@@ -150,38 +150,48 @@ def write(path: str | os.PathLike[str], arrays: dict[str, Any], metadata: dict[s
 CHECKSUM_KEY = "data_sha256"
 
 
-def data_digest(path: str | os.PathLike[str]) -> tuple[dict[str, Any], str]:
-    """The parsed header and the SHA-256 of the file's content.
-
-    The digest covers the header (in a canonical JSON form, without the checksum entry itself)
-    and the data section, so a change anywhere in the file is detected.
-    """
-    header = read_header(path)
+def _digest(header: dict[str, Any], chunks: Any) -> str:
+    """SHA-256 over the header (canonical JSON, without the checksum entry) and the data."""
     canonical = json.loads(json.dumps(header))
     (canonical.get("__metadata__") or {}).pop(CHECKSUM_KEY, None)
     digest = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode("utf-8") + b"\0")
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def data_digest(
+    path: str | os.PathLike[str], header: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], str]:
+    """The parsed header and the SHA-256 of the file's content, read in chunks.
+
+    The digest covers the header (in a canonical JSON form, without the checksum entry itself)
+    and the data section, so a change anywhere in the file is detected. ``header``: the file's
+    header if the caller has already parsed it.
+    """
+    if header is None:
+        header = read_header(path)
     with open(path, "rb") as fh:
         (length,) = struct.unpack("<Q", fh.read(8))
         fh.seek(8 + length)
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return header, digest.hexdigest()
+        return header, _digest(header, iter(lambda: fh.read(1 << 22), b""))
 
 
 def _add_checksum(path: str) -> None:
-    """Record the data section's SHA-256 in the header metadata, then flush to disk.
+    """Record the content's SHA-256 in the header metadata, then flush to disk.
 
     The data offsets in a safetensors header are relative to the end of the header, so the
-    header can be rewritten with one more metadata entry without touching the data.
+    header can be rewritten with one more metadata entry without touching the data. The file
+    is read once.
     """
-    header, digest = data_digest(path)
-    header.setdefault("__metadata__", {})[CHECKSUM_KEY] = digest
-    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    raw += b" " * (-len(raw) % 8)  # keep the data section 8-byte aligned
+    header = read_header(path)
     with open(path, "rb") as fh:
         (length,) = struct.unpack("<Q", fh.read(8))
         fh.seek(8 + length)
         data = fh.read()
+    header.setdefault("__metadata__", {})[CHECKSUM_KEY] = _digest(header, [data])
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)  # keep the data section 8-byte aligned
     with open(path, "wb") as fh:
         fh.write(struct.pack("<Q", len(raw)))
         fh.write(raw)
@@ -190,10 +200,12 @@ def _add_checksum(path: str) -> None:
         os.fsync(fh.fileno())
 
 
-def verify_checksum(path: str | os.PathLike[str], required: bool = False) -> None:
+def verify_checksum(
+    path: str | os.PathLike[str], required: bool = False, header: dict[str, Any] | None = None
+) -> None:
     """Raise ValueError if the file's recorded checksum does not match its content (or, with
-    ``required``, if it records none)."""
-    header, digest = data_digest(path)
+    ``required``, if it records none). ``header``: the already parsed header, if any."""
+    header, digest = data_digest(path, header)
     expected = (header.get("__metadata__") or {}).get(CHECKSUM_KEY)
     if expected is None and required:
         raise ValueError("the checksum entry is missing from the header (the file is corrupted)")
