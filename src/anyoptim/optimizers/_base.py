@@ -237,15 +237,12 @@ class Optimizer:
             result = self._walk(gradients, parameters, state, staged, lib)
             if self.skip_nonfinite and like is not None:
                 result = self._keep_if_nonfinite(gradients, parameters, result, staged, saved)
-        except _PathError as err:
+        except BaseException as exc:
             state.update(saved)
             state.update(before)
             self._rollback_init(rollback)
-            raise err.build(f"{type(self).__name__}.apply_gradients: gradient") from None
-        except BaseException:
-            state.update(saved)
-            state.update(before)
-            self._rollback_init(rollback)
+            if isinstance(exc, _PathError):
+                raise exc.build(f"{type(self).__name__}.apply_gradients: gradient") from None
             raise
         finally:
             self._xp = None
