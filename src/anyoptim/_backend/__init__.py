@@ -33,6 +33,8 @@ __all__ = [
     "module_grads",
     "namespace",
     "no_grad",
+    "run_elementwise",
+    "run_reference",
     "same_library",
     "to_library",
 ]
@@ -334,38 +336,40 @@ def _merge_into(target: Any, new: Any) -> Any:
     return _store_leaf(target, new)
 
 
-def match_leaves(g: Any, p: Any, s: Any, leaf: Any) -> Any:
-    """Walk gradient, parameter and state trees together, the gradients driving.
+def is_inexact(x: Any) -> bool:
+    """True if the array ``x`` has a floating or complex dtype."""
+    dtype = x.dtype
+    kind = getattr(dtype, "kind", None)
+    if isinstance(kind, str):  # NumPy, CuPy and JAX dtypes
+        return kind in "fc" or (kind == "V" and "float" in str(dtype))
+    name = library_name(x)
+    if name == "torch":
+        return bool(dtype.is_floating_point or dtype.is_complex)
+    if name == "mlx":
+        import mlx.core as mx
 
-    Returns the tree (the gradients' structure) of ``leaf(g, p, s)`` results, or NotImplemented
-    as soon as the trees disagree or ``leaf`` returns NotImplemented. The fused paths use it:
-    on NotImplemented they leave the update to the reference path, which reports the problem.
-    """
-    if isinstance(g, dict):
-        if not isinstance(p, dict) or not isinstance(s, dict):
-            return NotImplemented
-        out = {}
-        for k, gv in g.items():
-            if k not in p or k not in s:
-                return NotImplemented
-            r = match_leaves(gv, p[k], s[k], leaf)
-            if r is NotImplemented:
-                return NotImplemented
-            out[k] = r
-        return out
-    if isinstance(g, (list, tuple)):
-        if not isinstance(p, (list, tuple)) or not isinstance(s, (list, tuple)):
-            return NotImplemented
-        if len(p) < len(g) or len(s) < len(g):
-            return NotImplemented
-        items = []
-        for i, gv in enumerate(g):
-            r = match_leaves(gv, p[i], s[i], leaf)
-            if r is NotImplemented:
-                return NotImplemented
-            items.append(r)
-        return _rebuild(g, items)
-    return leaf(g, p, s)
+        return bool(mx.issubdtype(dtype, mx.inexact))
+    return bool(_namespace_for(name).isdtype(dtype, ("real floating", "complex floating")))
+
+
+_COUNTER_DTYPES = {
+    "numpy": ("uint64",), "cupy": ("uint64",), "torch": ("torch.int64",),
+    "jax": ("uint32", "uint64"), "mlx": ("mlx.core.uint64",),
+}
+
+
+def is_counter(x: Any, lib: str | None) -> bool:
+    """True if ``x`` is a step counter of library ``lib`` in that library's counter dtype."""
+    name = library_name(x)
+    return name == lib and str(x.dtype) in _COUNTER_DTYPES.get(name or "", ())
+
+
+def difference(new: Any, old: Any) -> Any:
+    """``new - old``: in float32 for 16-bit floating arrays, else in their dtype."""
+    xp = namespace(new)
+    if getattr(new.dtype, "itemsize", None) == 2 or str(new.dtype).endswith(("float16", "bfloat16")):
+        return finalize(xp.astype(new, xp.float32) - xp.astype(old, xp.float32))
+    return finalize(new - old)
 
 
 def no_grad(like: Any) -> Any:
@@ -434,3 +438,6 @@ def _store_leaf(old: Any, new: Any) -> Any:
         np.copyto(old, new)
         return old
     return new
+
+
+from ._execute import run_elementwise, run_reference  # noqa: E402  (uses the helpers above)

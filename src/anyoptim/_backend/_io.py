@@ -10,8 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import secrets
+import shutil
+import stat
 import struct
-import tempfile
+import sys
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -94,36 +99,169 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     return header
 
 
+# ----------------------------------------------------------------------- temporary files
+# Each save works in a private directory beside its target, ``.anyoptim-<pid>-<16 hex>.partial``:
+# the file is written there (together with whatever temporary files the array library's own
+# writer makes; safetensors, for one, writes a ``.tmpXXXXXX`` file and renames it), checksummed,
+# and then renamed over the target. Where ``fcntl`` exists, the writer holds an exclusive
+# ``flock`` on the directory's ``lock`` file from just after creating the directory until the
+# directory is gone, so a working directory whose lock nobody holds belongs to a writer that
+# died: the kernel drops a process's locks when it ends, however it ends. Where there is no
+# ``fcntl`` (Windows), or the file system refuses locks, or there is no lock file yet, the pid
+# in the name decides instead: the directory is removed only when no process has that pid.
+# Age plays no part in either rule.
 TEMP_PREFIX = ".anyoptim-"
-STALE_AFTER_S = 3600.0
+TEMP_SUFFIX = ".partial"
+LOCK_NAME = "lock"
+DATA_NAME = "data.safetensors"
+_TEMP_NAME = re.compile(r"\.anyoptim-([0-9]{1,10})-[0-9a-f]{16}\.partial")
 
 
-def remove_stale_temporaries(directory: str, older_than_s: float = STALE_AFTER_S) -> int:
-    """Delete temporary files left by writers that were killed mid-save; return how many.
+def _fcntl() -> ModuleType | None:
+    """The ``fcntl`` module, or None on platforms without it (imported only when needed)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    return fcntl
 
-    Only this module's own temporary files (``.anyoptim-*.safetensors``) that nobody has
-    written to for ``older_than_s`` seconds are removed; a save in progress keeps its file
-    fresh. Errors (a file removed meanwhile, no permission) are ignored.
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists; True whenever that cannot be told for sure."""
+    if pid <= 0:
+        return True
+    if sys.platform == "win32":
+        # os.kill(pid, 0) is no probe on Windows (signal 0 is CTRL_C_EVENT there): ask the kernel
+        import ctypes
+
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return ctypes.get_last_error() != 87  # ERROR_INVALID_PARAMETER: no such process
+        try:
+            code = ctypes.c_ulong()
+            if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+                return True
+            return code.value == 259  # STILL_ACTIVE
+        finally:
+            kernel32.CloseHandle(handle)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # EPERM: it exists but is someone else's
+        return True
+    return True
+
+
+def _same_file(path: str, fd: int) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (it has not been removed)."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
+
+def _remove_tree(path: str) -> bool:
+    """Remove a working directory and everything in it; return whether it is gone."""
+    shutil.rmtree(path, ignore_errors=True)
+    return not os.path.lexists(path)
+
+
+def _remove_if_abandoned(work: str, pid: int, fcntl: ModuleType | None) -> bool:
+    """Remove one working directory if its writer is dead; return whether it was removed."""
+    try:
+        if not stat.S_ISDIR(os.lstat(work).st_mode):
+            return False  # the name of a working directory, but a file or a link: not ours
+    except OSError:
+        return False
+    if fcntl is not None:
+        lock_path = os.path.join(work, LOCK_NAME)
+        flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(lock_path, flags)  # read-write: NFS grants exclusive locks to writers only
+        except FileNotFoundError:
+            pass  # created a moment ago, or being removed: the pid decides below
+        except OSError:
+            return False
+        else:
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    return False
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return False  # a live writer holds it
+                except OSError:  # no locks on this file system: fall back to the pid
+                    if _pid_alive(pid):
+                        return False
+                # remove it while holding the lock, so that a writer that created the lock
+                # file just now, and waits for the lock, sees it gone and starts again
+                return _same_file(lock_path, fd) and _remove_tree(work)
+            finally:
+                os.close(fd)
+    return not _pid_alive(pid) and _remove_tree(work)
+
+
+def remove_stale_temporaries(directory: str) -> int:
+    """Delete what killed writers left in ``directory``; return how many saves' worth.
+
+    Only entries named like this module's working directories (``.anyoptim-<pid>-<16 hex
+    digits>.partial``) are considered, and of those only the ones whose writer is dead: nobody
+    holds the writer's lock or, without locks, no process has the pid in the name. A save in
+    progress, in this process or any other, keeps its directory, whatever its age. Errors (a
+    directory removed meanwhile, no permission) are ignored.
     """
-    import time
-
-    removed = 0
-    now = time.time()
+    fcntl = _fcntl()
     try:
         names = os.listdir(directory)
     except OSError:
         return 0
+    removed = 0
     for name in names:
-        if not (name.startswith(TEMP_PREFIX) and name.endswith(".safetensors")):
-            continue
-        full = os.path.join(directory, name)
-        try:
-            if now - os.path.getmtime(full) > older_than_s:
-                os.unlink(full)
-                removed += 1
-        except OSError:
-            pass
+        match = _TEMP_NAME.fullmatch(name)
+        if match and _remove_if_abandoned(os.path.join(directory, name), int(match[1]), fcntl):
+            removed += 1
     return removed
+
+
+def _create_workspace(directory: str) -> tuple[str, int | None]:
+    """Create a new working directory in ``directory`` and take its lock where locks exist.
+
+    Returns its path and the descriptor that holds the lock (closing it releases the lock), or
+    None for the descriptor where no lock is held (the pid in the name protects it then).
+    """
+    fcntl = _fcntl()
+    while True:
+        name = f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}{TEMP_SUFFIX}"
+        work = os.path.join(directory, name)
+        try:
+            os.mkdir(work, 0o700)
+        except FileExistsError:
+            continue
+        if fcntl is None:
+            return work, None
+        lock_path = os.path.join(work, LOCK_NAME)
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileNotFoundError:
+            continue  # the new directory is gone already (removed by hand?): start again
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # no locks on this file system
+            os.close(fd)
+            return work, None
+        except BaseException:
+            os.close(fd)
+            _remove_tree(work)
+            raise
+        if _same_file(lock_path, fd):
+            return work, fd
+        # Another save's cleanup found the lock file in the instant between its creation and
+        # the lock, and removed the directory (this lock waited for that): start again.
+        os.close(fd)
 
 
 def write(path: str | os.PathLike[str], arrays: dict[str, Any], metadata: dict[str, str]) -> None:
@@ -135,16 +273,17 @@ def write(path: str | os.PathLike[str], arrays: dict[str, Any], metadata: dict[s
     target = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(target))
     remove_stale_temporaries(directory)
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".safetensors", dir=directory)
-    os.close(fd)
+    work, lock = _create_workspace(directory)
     try:
+        tmp = os.path.join(work, DATA_NAME)
         _write_with(lib, tmp, arrays, metadata)
         _add_checksum(tmp)
         os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    finally:
+        # after a failure too; still under the lock, so that no cleanup sees it unlocked first
+        _remove_tree(work)
+        if lock is not None:
+            os.close(lock)
 
 
 CHECKSUM_KEY = "data_sha256"

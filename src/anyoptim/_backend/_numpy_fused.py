@@ -1,13 +1,15 @@
-"""Fused NumPy updates: one numba kernel per parameter, one pass over memory.
+"""Fused updates with numba: an elementwise rule compiled into one pass over memory.
 
-The reference path evaluates an optimizer's update as a sequence of NumPy expressions, each of
-which reads and writes whole arrays (Adam makes about a dozen passes). The kernels here do the
-same arithmetic element by element in one pass, in the same order and in the array's own
-dtype, so their results equal the reference path's (the tests check this).
+The reference path evaluates a rule with whole-array operations, each reading and writing
+whole arrays (Adam makes about a dozen passes). Here the same element function is compiled by
+numba and run element by element: every value is computed by the same expressions, in the same
+order and in the array's own dtype, so the results equal the reference path's bit for bit
+(the tests check this). No kernel is written by hand: drivers are generated for any number of
+state arrays, in place or into new arrays, serial or parallel.
 
-Used for float32/float64 NumPy arrays that are C-contiguous, with parameter, gradient and state
-of one dtype; anything else takes the reference path. Without numba installed the reference
-path is always used.
+Used for float32/float64 NumPy arrays, and for CPU torch tensors through NumPy views of their
+memory, when parameter, gradient and state share one dtype and are C-contiguous; anything
+else takes another executor. Without numba installed this module is never used.
 """
 
 from __future__ import annotations
@@ -15,17 +17,16 @@ from __future__ import annotations
 import functools
 import importlib.util
 import sys
+import types
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from . import match_leaves
-
 # Arrays at least this large are processed by a multi-threaded kernel.
 PARALLEL_MIN_SIZE = 1 << 17
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-_FLOAT_SET = frozenset(_FLOATS)
+_FLOAT_SET = frozenset((np.dtype(np.float32), np.dtype(np.float64)))
 
 
 def available() -> bool:
@@ -37,345 +38,209 @@ def _numba_spec() -> Any:
     return importlib.util.find_spec("numba")
 
 
-# ----------------------------------------------------------------------------- kernels
-# An optimizer's update is written once, as an element function: scalar inputs (parameter,
-# gradient, state values, then the tuple of scalar arguments) to a tuple of scalar outputs (new
-# parameter, new state values). Switches such as bias correction are closure constants, so
-# numba compiles one branch-free loop per configuration. Drivers run an element function over
-# whole arrays, in place or into fresh output arrays, serially or with ``prange``.
-
-
-def _elements(name: str, flags: tuple[bool, ...]) -> Any:
+# ----------------------------------------------------------------------------- scalar ops
+@functools.lru_cache(maxsize=1)
+def scalar_ops() -> types.ModuleType:
+    """The ``ops`` an element function sees inside numba: NumPy's semantics on scalars."""
     import numba
 
     inline = numba.njit(inline="always")
-    if name == "sgd":
-        nesterov, use_wd = flags
 
-        @inline
-        def sgd(p, g, v, sc):  # pragma: no cover - compiled
-            lr, momentum, wd, damp = sc
-            if use_wd:
-                g = g + wd * p
-            v = momentum * v
-            v = v + damp * g
-            if nesterov:
-                return p - lr * (g + momentum * v), v
-            return p - lr * v, v
+    @inline
+    def maximum(a, b):  # pragma: no cover - compiled
+        return a if (a >= b or a != a) else b  # NaN wins, as in np.maximum
 
-        return sgd
-    if name == "sgd_plain":
-        (use_wd,) = flags
+    @inline
+    def minimum(a, b):  # pragma: no cover - compiled
+        return a if (a <= b or a != a) else b
 
-        @inline
-        def sgd_plain(p, g, sc):  # pragma: no cover - compiled
-            lr, wd = sc
-            if use_wd:
-                g = g + wd * p
-            return (p - lr * g,)
+    @inline
+    def where(c, a, b):  # pragma: no cover - compiled
+        return a if c else b
 
-        return sgd_plain
-    if name == "rmsprop":
-
-        @inline
-        def rmsprop(p, g, v, sc):  # pragma: no cover - compiled
-            lr, alpha, one_minus_alpha, eps = sc
-            v = alpha * v + one_minus_alpha * (g * g)
-            return p - lr * g / (np.sqrt(v) + eps), v
-
-        return rmsprop
-    if name == "adagrad":
-
-        @inline
-        def adagrad(p, g, v, sc):  # pragma: no cover - compiled
-            lr, eps = sc
-            v = v + g * g
-            return p - lr * g / (np.sqrt(v) + eps), v
-
-        return adagrad
-    if name == "adadelta":
-
-        @inline
-        def adadelta(p, g, v, u, sc):  # pragma: no cover - compiled
-            lr, rho, one_minus_rho, eps = sc
-            v = rho * v + one_minus_rho * (g * g)
-            d = np.sqrt(u + eps) / np.sqrt(v + eps) * g
-            u = rho * u + one_minus_rho * (d * d)
-            return p - lr * d, v, u
-
-        return adadelta
-    if name == "adam":
-        use_decay, bias_correction = flags
-
-        @inline
-        def adam(p, g, m, v, sc):  # pragma: no cover - compiled
-            lr, b1, omb1, b2, omb2, eps, decay, c1, c2 = sc
-            if use_decay:
-                p = p * decay
-            m = b1 * m + omb1 * g
-            v = b2 * v + omb2 * (g * g)
-            if bias_correction:
-                return p - (c1 * m) / (np.sqrt(v) * c2 + eps), m, v
-            return p - lr * m / (np.sqrt(v) + eps), m, v
-
-        return adam
-    if name == "adamax":
-
-        @inline
-        def adamax(p, g, m, v, sc):  # pragma: no cover - compiled
-            lr, b1, omb1, b2, eps = sc
-            m = b1 * m + omb1 * g
-            a = b2 * v
-            b = abs(g)
-            v = a if (a >= b or a != a) else b  # NumPy's maximum: NaN wins
-            return p - lr * m / (v + eps), m, v
-
-        return adamax
-    if name == "lion":
-        (use_decay,) = flags
-
-        @inline
-        def lion(p, g, m, sc):  # pragma: no cover - compiled
-            lr, b1, omb1, b2, omb2, decay = sc
-            c = b1 * m + omb1 * g
-            m = b2 * m + omb2 * g
-            if use_decay:
-                p = decay * p
-            return p - lr * np.sign(c), m
-
-        return lion
-    raise KeyError(name)
+    ops = types.ModuleType("anyoptim_scalar_ops")
+    ops.sqrt = np.sqrt  # type: ignore[attr-defined]
+    ops.abs = np.abs  # type: ignore[attr-defined]
+    ops.sign = np.sign  # type: ignore[attr-defined]
+    ops.maximum = maximum  # type: ignore[attr-defined]
+    ops.minimum = minimum  # type: ignore[attr-defined]
+    ops.where = where  # type: ignore[attr-defined]
+    return ops
 
 
+# ----------------------------------------------------------------------------- kernels
 def _driver(elem: Any, n_states: int, inplace: bool, parallel: bool) -> Any:
+    """A loop running ``elem`` over whole 1-D arrays (generated for ``n_states`` arrays)."""
     import numba
 
+    states = [f"s{i}" for i in range(n_states)]
+    inputs = ["p[i]", "g[i]"] + [f"{s}[i]" for s in states]
+    if inplace:
+        params = ["p", "g", *states]
+        targets = ["p[i]"] + [f"{s}[i]" for s in states]
+    else:
+        outs = ["op"] + [f"o{s}" for s in states]
+        params = ["p", "g", *states, *outs]
+        targets = [f"{o}[i]" for o in outs]
+    source = (
+        f"def run({', '.join(params)}, sc):\n"
+        f"    for i in prange(p.shape[0]):\n"
+        f"        {', '.join(targets)}, = elem({', '.join(inputs)}, sc)\n"
+    )
+    namespace: dict[str, Any] = {"elem": elem, "prange": numba.prange}
+    exec(compile(source, f"<anyoptim driver {n_states} {inplace}>", "exec"), namespace)
     # error_model="numpy": IEEE division (inf/nan, as NumPy) and no zero-division branch in
     # the loop, which lets LLVM vectorise it
     jit = numba.njit(parallel=parallel, nogil=True, cache=False, error_model="numpy")
-    prange = numba.prange
-    if n_states == 0:
-        if inplace:
-            def run0(p, g, sc):  # pragma: no cover - compiled
-                for i in prange(p.shape[0]):
-                    (p[i],) = elem(p[i], g[i], sc)
-            return jit(run0)
-
-        def run0f(p, g, op, sc):  # pragma: no cover - compiled
-            for i in prange(p.shape[0]):
-                (op[i],) = elem(p[i], g[i], sc)
-        return jit(run0f)
-    if n_states == 1:
-        if inplace:
-            def run1(p, g, a, sc):  # pragma: no cover - compiled
-                for i in prange(p.shape[0]):
-                    p[i], a[i] = elem(p[i], g[i], a[i], sc)
-            return jit(run1)
-
-        def run1f(p, g, a, op, oa, sc):  # pragma: no cover - compiled
-            for i in prange(p.shape[0]):
-                op[i], oa[i] = elem(p[i], g[i], a[i], sc)
-        return jit(run1f)
-    if inplace:
-        def run2(p, g, a, b, sc):  # pragma: no cover - compiled
-            for i in prange(p.shape[0]):
-                p[i], a[i], b[i] = elem(p[i], g[i], a[i], b[i], sc)
-        return jit(run2)
-
-    def run2f(p, g, a, b, op, oa, ob, sc):  # pragma: no cover - compiled
-        for i in prange(p.shape[0]):
-            op[i], oa[i], ob[i] = elem(p[i], g[i], a[i], b[i], sc)
-    return jit(run2f)
+    return jit(namespace["run"])
 
 
 @functools.cache
-def kernel_for(name: str, flags: tuple[bool, ...], n_states: int, inplace: bool,
+def kernel_for(element: Callable, flags: tuple, n_states: int, inplace: bool,
                parallel: bool) -> Any:
-    return _driver(_elements(name, flags), n_states, inplace, parallel)
+    """The compiled driver for a rule's element function under ``flags``."""
+    import numba
+
+    elem = numba.njit(inline="always")(element(scalar_ops(), flags))
+    return _driver(elem, n_states, inplace, parallel)
 
 
-# ----------------------------------------------------------------------------- per-optimizer plans
-def plan(opt: Any, dtype: np.dtype) -> tuple[str, tuple[bool, ...], tuple[Any, ...]]:
-    """The element function, its switches and its scalar arguments for ``opt``.
-
-    Scalars are computed with the same NumPy expressions the reference path uses, so they are
-    rounded identically.
-    """
-    from ..optimizers import SGD, AdaDelta, Adagrad, Adam, Adamax, AdamW, Lion, RMSprop
-
-    cls = type(opt)
-    f = dtype.type
-    lr = np.astype(np.asarray(opt.learning_rate), dtype)[()]
-    if cls is SGD:
-        use_wd = opt.weight_decay != 0
-        if opt.momentum <= 0:
-            return "sgd_plain", (use_wd,), (lr, f(opt.weight_decay))
-        damp = f(1 - opt.dampening) if opt.dampening > 0 else f(1)
-        return "sgd", (bool(opt.nesterov), use_wd), (
-            lr, f(opt.momentum), f(opt.weight_decay), damp)
-    if cls is RMSprop:
-        return "rmsprop", (), (lr, f(opt.alpha), f(1 - opt.alpha), f(opt.eps))
-    if cls is Adagrad:
-        return "adagrad", (), (lr, f(opt.eps))
-    if cls is AdaDelta:
-        return "adadelta", (), (lr, f(opt.rho), f(1 - opt.rho), f(opt.eps))
-    if cls in (Adam, AdamW):
-        b1, b2 = opt.betas
-        decay = np.asarray(1 - lr * opt.weight_decay if cls is AdamW else 1, dtype=dtype)
-        c1 = c2 = lr
-        if opt.bias_correction:
-            t = np.astype(opt.state["step"], np.float32)
-            c1 = np.astype(np.asarray(lr / (1 - b1**t)), dtype)[()]
-            c2 = np.astype(np.asarray(1 / np.sqrt(1 - b2**t)), dtype)[()]
-        return "adam", (cls is AdamW, bool(opt.bias_correction)), (
-            lr, f(b1), f(1 - b1), f(b2), f(1 - b2), f(opt.eps), decay[()], c1, c2)
-    if cls is Adamax:
-        b1, b2 = opt.betas
-        return "adamax", (), (lr, f(b1), f(1 - b1), f(b2), f(opt.eps))
-    if cls is Lion:
-        b1, b2 = opt.betas
-        decay = np.astype(np.asarray(1 - lr * opt.weight_decay), dtype)
-        return "lion", (opt.weight_decay > 0,), (
-            lr, f(b1), f(1 - b1), f(b2), f(1 - b2), decay[()])
-    raise TypeError(f"no fused kernel for {cls.__name__}")
+# ----------------------------------------------------------------------------- buffer reuse
+def _count(holder: dict[str, Any], key: str) -> int:
+    return sys.getrefcount(holder[key])
 
 
-def supported(opt: Any) -> bool:
-    from ..optimizers import SGD, AdaDelta, Adagrad, Adam, Adamax, AdamW, Lion, RMSprop
-
-    return type(opt) in (SGD, AdaDelta, Adagrad, Adam, Adamax, AdamW, Lion, RMSprop)
-
-
-def _refcount(a: np.ndarray) -> int:
-    return sys.getrefcount(a)
-
-
-def _calibrate_private_refcount() -> int:
-    """The reference count ``_private`` sees for an array nobody else holds.
-
-    Measured with the same shape of code as in ``step`` (a dict entry, a list of the leaf's
-    state arrays, a comprehension variable, one call), so that interpreters that count stack
-    references differently give the right threshold; 0 (never reuse) if the result is odd.
-    """
+def _calibrate() -> int:
+    """What :func:`_count` reports for an array that only one dict refers to (CPython
+    versions count the temporaries of a call differently, so measure instead of assuming)."""
     holder = {"m": np.empty(1)}
-    states = [holder["m"]]
-    counts = [_probe(a) for a in states]  # _probe -> _refcount, as _private -> _refcount
-    return counts[0] if 2 <= counts[0] <= 8 else 0
+    count = _count(holder, "m")
+    return count if 1 <= count <= 8 else -100  # odd interpreter: never reuse
 
 
-def _probe(a: np.ndarray) -> int:
-    return _refcount(a)
+_ALONE = _calibrate()
 
 
-# References to a state array inside ``step`` when nobody else holds it (CPython 3.10-3.13:
-# the state dict, the list of the leaf's state arrays, the comprehension's variable, the
-# arguments of ``_private`` and ``_refcount`` and getrefcount's own argument: 6).
-_PRIVATE_REFCOUNT = _calibrate_private_refcount()
+def _private(state: dict[str, Any], key: str, held: int) -> bool:
+    """True if nobody but ``state`` (and the ``held`` references this module keeps) refers to
+    ``state[key]``, and it owns its writeable memory.
 
-
-def _private(a: np.ndarray) -> bool:
-    """True if only the optimizer's state refers to ``a`` (and it owns its memory).
-
-    ``apply_gradients`` may then write the new state values into ``a`` instead of a fresh
-    array: no one can observe the difference, and the step saves an allocation (and the page
+    ``apply_gradients`` may then write the new state values into that array instead of a fresh
+    one: nobody can observe the difference, and the step saves an allocation (and the page
     faults of fresh memory) per state array.
     """
+    a = state[key]
     return (
-        _refcount(a) <= _PRIVATE_REFCOUNT
+        type(a) is np.ndarray
+        and _count(state, key) <= _ALONE + held + 1  # + 1: the local ``a``
         and a.base is None
         and a.flags.writeable
         and a.flags.owndata
     )
 
 
-def _leaf_states(g: Any, p: Any, s: Any, keys: tuple[str, ...], inplace: bool) -> list | None:
-    """The state arrays of a leaf that can take the fused kernel, else None."""
-    if type(g) is not np.ndarray or type(p) is not np.ndarray or type(s) is not dict or not s:
-        return None
-    dtype = g.dtype
-    if dtype not in _FLOAT_SET or (p.dtype is not dtype and p.dtype != dtype):
-        return None
-    shape = g.shape
-    if shape != p.shape:
-        return None
-    pflags = p.flags
-    if not (g.flags.c_contiguous and pflags.c_contiguous) or (inplace and not pflags.writeable):
-        return None
-    states = []
-    for key in keys:
-        a = s.get(key)
-        if type(a) is not np.ndarray or a.shape != shape or (a.dtype is not dtype and a.dtype != dtype):
+# ----------------------------------------------------------------------------- leaves
+def _numpy_view(x: Any, writeable: bool) -> np.ndarray | None:
+    """``x`` itself (a NumPy array) or a NumPy view of a CPU torch tensor, when it qualifies."""
+    if type(x) is np.ndarray:
+        if x.dtype not in _FLOAT_SET or not x.flags.c_contiguous:
             return None
-        aflags = a.flags
-        if not (aflags.c_contiguous and aflags.writeable):
+        if writeable and not x.flags.writeable:
             return None
-        states.append(a)
-    return states
+        return x
+    return _torch_view(x)
 
 
-# ----------------------------------------------------------------------------- the step
-_KEYS = {
-    "SGD": ("v",), "RMSprop": ("v",), "Adagrad": ("v",), "AdaDelta": ("v", "u"),
-    "Adam": ("m", "v"), "AdamW": ("m", "v"), "Adamax": ("m", "v"), "Lion": ("m",),
-}
+def _torch_view(x: Any) -> np.ndarray | None:
+    torch = sys.modules.get("torch")
+    if torch is None or type(x) not in (torch.Tensor, torch.nn.Parameter):
+        return None
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return None
+    if not x.is_contiguous() or x.is_conj() or x.is_neg():
+        return None
+    return x.detach().numpy()
 
 
-def step(opt: Any, gradients: Any, parameters: Any, inplace: bool) -> Any:
-    """One fused update, or NotImplemented (nothing changed) if some leaf does not qualify.
+def _empty_like(x: Any) -> Any:
+    if type(x) is np.ndarray:
+        return np.empty_like(x)
+    import torch
 
-    In place: parameters and state arrays are overwritten. Functional: new arrays are
-    returned and stored in the state; the inputs are not touched.
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def step(
+    rule: Any,
+    flags: tuple,
+    leaves: list[tuple[Any, Any, dict[str, Any]]],
+    scalars: Callable[[Any], tuple[Any, ...]],
+    inplace: bool,
+) -> Any:
+    """Run ``rule`` over ``leaves`` (gradient, parameter, state dict), or return
+    NotImplemented (nothing changed) when some leaf does not qualify.
+
+    In place: parameters and state arrays are overwritten; returns ``(parameters, None)``.
+    Functional: returns ``(new parameters, new state arrays per leaf)`` and touches no input.
+    ``scalars(dtype)`` gives the rule's scalar inputs for parameters of the library's dtype.
     """
-    keys = _KEYS[type(opt).__name__]
-    if type(opt).__name__ == "SGD" and opt.momentum <= 0:
-        keys = ()
-    leaves: list[tuple[Any, Any, dict[str, Any], list, Any]] = []
-    def leaf(g: Any, p: Any, s: Any) -> Any:
-        states = _leaf_states(g, p, s, keys, inplace)
-        if states is None:
+    keys = rule.state
+    plan = []
+    for g, p, s in leaves:
+        pv = _numpy_view(p, inplace)
+        gv = _numpy_view(g, False)
+        if pv is None or gv is None:
             return NotImplemented
-        out_p = p if inplace else np.empty_like(p)
-        leaves.append((g, p, s, states, out_p))
-        return out_p
+        dtype = pv.dtype
+        if gv.dtype is not dtype and gv.dtype != dtype or gv.shape != pv.shape:
+            return NotImplemented
+        views = []
+        for key in keys:
+            a = s.get(key)
+            av = None if a is None else _numpy_view(a, inplace)
+            if av is None or av.shape != pv.shape or (av.dtype is not dtype and av.dtype != dtype):
+                return NotImplemented
+            views.append(av)
+        plan.append((p, s, pv, gv, views))
+    kernels: dict[tuple[Any, bool], tuple[Any, tuple[Any, ...]]] = {}
+    new_params = []
+    new_states = []
+    for p, s, pv, gv, views in plan:
+        if inplace:
+            outs = views
+            new_params.append(p)
+        else:
+            # reuse a state array nobody else holds (``views`` holds one reference)
+            fresh = [s[k] if _private(s, k, 1) else _empty_like(s[k]) for k in keys]
+            out_p = _empty_like(p)
+            new_params.append(out_p)
+            new_states.append(fresh)
+            outs = [_numpy_view(a, True) for a in (out_p, *fresh)]
+        size = pv.size
+        if size == 0:
+            continue
+        key = (p.dtype, size >= PARALLEL_MIN_SIZE)
+        entry = kernels.get(key)
+        if entry is None:
+            sc = tuple(_scalar(x, pv.dtype) for x in scalars(p.dtype))
+            entry = kernels[key] = (
+                kernel_for(rule.element, flags, len(keys), inplace, key[1]), sc)
+        fn, sc = entry
+        if pv.ndim != 1:  # the common 1-D case needs no flattened views
+            pv, gv = pv.reshape(-1), gv.reshape(-1)
+            views = [a.reshape(-1) for a in views]
+            outs = [a.reshape(-1) for a in outs]
+        if inplace:
+            fn(pv, gv, *views, sc)
+        else:
+            fn(pv, gv, *views, *outs, sc)
+    return new_params, (None if inplace else new_states)
 
-    result = match_leaves(gradients, parameters, opt._state, leaf)
-    if result is NotImplemented:
-        return NotImplemented
-    saved = opt._advance()
-    n_states = len(keys)
-    try:
-        kernels: dict[tuple[Any, bool], tuple[Any, tuple[Any, ...]]] = {}
-        staged = []
-        for g, p, s, states, out_p in leaves:
-            size = p.size
-            outs = states if inplace else [a if _private(a) else np.empty_like(a) for a in states]
-            if not inplace:
-                staged.append((s, outs))
-            if size == 0:
-                continue
-            key = (g.dtype, size >= PARALLEL_MIN_SIZE)
-            entry = kernels.get(key)
-            if entry is None:
-                name, flags, scalars = plan(opt, g.dtype)
-                entry = kernels[key] = (
-                    kernel_for(name, flags, n_states, inplace, key[1]), scalars)
-            fn, scalars = entry
-            if p.ndim == 1:  # the common case needs no flattened views
-                if inplace:
-                    fn(p, g, *states, scalars)
-                else:
-                    fn(p, g, *states, out_p, *outs, scalars)
-                continue
-            flat = [p.reshape(-1), g.reshape(-1)]
-            flat += [a.reshape(-1) for a in states]
-            if not inplace:
-                flat.append(out_p.reshape(-1))
-                flat += [a.reshape(-1) for a in outs]
-            fn(*flat, scalars)
-    except BaseException:
-        opt._state.update(saved)
-        raise
-    for s, outs in staged:
-        for k, a in zip(keys, outs):
-            s[k] = a
-    return result
+
+def _scalar(x: Any, dtype: np.dtype) -> Any:
+    """A rule's scalar input as a NumPy scalar of ``dtype`` (rounded as NumPy rounds a Python
+    number or a 0-d array of that dtype in the reference path)."""
+    item = getattr(x, "item", None)
+    if item is not None and type(x) is not np.ndarray and not isinstance(x, np.generic):
+        x = item()  # a 0-d torch tensor of the parameters' dtype: exact
+    return np.asarray(x).astype(dtype)[()] if not isinstance(x, bool) else x

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from .._backend._rules import is_zero
 from ._base import Optimizer, Schedule
 
 
@@ -41,6 +43,9 @@ class Adafactor(Optimizer):
         >>> opt.apply_gradients({"w": np.ones(2, np.float32)}, {"w": np.ones(2, np.float32)})
         {'w': array([0.99, 0.99], dtype=float32)}
     """
+
+    hyperparameters = ("eps", "clip_threshold", "decay_rate", "beta_1", "weight_decay",
+                       "scale_parameter", "relative_step", "warmup_init")
 
     def __init__(
         self,
@@ -81,20 +86,21 @@ class Adafactor(Optimizer):
         xp = self.xp
         return xp.sqrt(xp.mean(xp.square(x)))
 
-    def apply_single(self, gradient: Any, parameter: Any, state: dict[str, Any]) -> Any:
+    def update_tensor(self, gradient: Any, parameter: Any, state: dict[str, Any],
+                      h: Mapping[str, Any]) -> Any:
         xp = self.xp
         t = self._step_float()
         param_rms = self._rms(parameter)
-        if self.relative_step:
-            start = 1e-6 * t if self.warmup_init else 1e-2
+        if h["relative_step"]:
+            start = 1e-6 * t if h["warmup_init"] else 1e-2
             step_size = xp.minimum(start, 1 / xp.sqrt(t))
         else:
-            step_size = self.learning_rate
+            step_size = h["learning_rate"]
         step_size = xp.astype(step_size, param_rms.dtype)
-        alpha = (xp.maximum(self.eps[1], param_rms) if self.scale_parameter else 1.0) * step_size
-        beta_2 = 1.0 - xp.astype(t**self.decay_rate, param_rms.dtype)
+        alpha = (xp.maximum(h["eps"][1], param_rms) if h["scale_parameter"] else 1.0) * step_size
+        beta_2 = 1.0 - xp.astype(t**h["decay_rate"], param_rms.dtype)
 
-        update = xp.square(gradient) + self.eps[0]
+        update = xp.square(gradient) + h["eps"][0]
         if gradient.ndim >= 2:
             row = beta_2 * state["exp_avg_sq_row"] + (1 - beta_2) * xp.mean(update, axis=-1)
             col = beta_2 * state["exp_avg_sq_col"] + (1 - beta_2) * xp.mean(update, axis=-2)
@@ -107,11 +113,11 @@ class Adafactor(Optimizer):
             second = beta_2 * state["exp_avg_sq"] + (1 - beta_2) * update
             state["exp_avg_sq"] = second
             update = 1 / xp.sqrt(second) * gradient
-        update = update / xp.maximum(1.0, self._rms(update) / self.clip_threshold)
+        update = update / xp.maximum(1.0, self._rms(update) / h["clip_threshold"])
         update = alpha * update
-        if self.beta_1 is not None:
-            update = self.beta_1 * state["exp_avg"] + (1 - self.beta_1) * update
+        if h["beta_1"] is not None:
+            update = h["beta_1"] * state["exp_avg"] + (1 - h["beta_1"]) * update
             state["exp_avg"] = update
-        if self.weight_decay != 0:
-            parameter = parameter + parameter * (-self.weight_decay * alpha)
+        if not is_zero(h["weight_decay"]):
+            parameter = parameter + parameter * (-h["weight_decay"] * alpha)
         return parameter - update

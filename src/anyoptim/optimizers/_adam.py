@@ -5,8 +5,56 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .._backend._rules import Elementwise, Hyper, learning_rate
 from ._base import LearningRate, Optimizer
 from ._validate import check_betas, require
+
+
+def _adam_flags(h: Hyper) -> tuple[bool, ...]:
+    return ("weight_decay" in h, bool(h["bias_correction"]))
+
+
+def _adam_scalars(xp: Any, h: Hyper, step: Any, dtype: Any) -> tuple[Any, ...]:
+    lr = learning_rate(xp, h, dtype)
+    b1, b2 = h["betas"]
+    decay = 1 - lr * h["weight_decay"] if "weight_decay" in h else 1
+    c1 = c2 = lr
+    if h["bias_correction"]:
+        t = xp.astype(step, xp.float32)
+        c1 = xp.astype(lr / (1 - b1**t), dtype)
+        c2 = xp.astype(1 / xp.sqrt(1 - b2**t), dtype)
+    return (lr, b1, 1 - b1, b2, 1 - b2, h["eps"], decay, c1, c2)
+
+
+def _adam(ops: Any, flags: tuple[bool, ...]) -> Any:
+    decoupled, bias_correction = flags
+
+    def adam(p, g, m, v, sc):
+        lr, b1, one_minus_b1, b2, one_minus_b2, eps, decay, c1, c2 = sc
+        if decoupled:
+            p = p * decay
+        m = b1 * m + one_minus_b1 * g
+        v = b2 * v + one_minus_b2 * (g * g)
+        if bias_correction:
+            return p - (c1 * m) / (ops.sqrt(v) * c2 + eps), m, v
+        return p - lr * m / (ops.sqrt(v) + eps), m, v
+
+    return adam
+
+
+def _adamax_scalars(xp: Any, h: Hyper, step: Any, dtype: Any) -> tuple[Any, ...]:
+    b1, b2 = h["betas"]
+    return (learning_rate(xp, h, dtype), b1, 1 - b1, b2, h["eps"])
+
+
+def _adamax(ops: Any, flags: tuple) -> Any:
+    def adamax(p, g, m, v, sc):
+        lr, b1, one_minus_b1, b2, eps = sc
+        m = b1 * m + one_minus_b1 * g
+        v = ops.maximum(b2 * v, ops.abs(g))
+        return p - lr * m / (v + eps), m, v
+
+    return adamax
 
 
 class Adam(Optimizer):
@@ -36,6 +84,8 @@ class Adam(Optimizer):
     """
 
     _name = "Adam"
+    rule = Elementwise(state=("m", "v"), element=_adam, scalars=_adam_scalars, flags=_adam_flags)
+    hyperparameters: tuple[str, ...] = ("betas", "eps", "bias_correction")
 
     def __init__(
         self,
@@ -52,24 +102,6 @@ class Adam(Optimizer):
         self.eps = eps
         self.bias_correction = bias_correction
 
-    def init_single(self, parameter: Any, state: dict[str, Any]) -> None:
-        state["m"] = self.xp.zeros_like(parameter)
-        state["v"] = self.xp.zeros_like(parameter)
-
-    def apply_single(self, gradient: Any, parameter: Any, state: dict[str, Any]) -> Any:
-        xp = self.xp
-        lr = self._lr(gradient)
-        b1, b2 = self.betas
-        m = b1 * state["m"] + (1 - b1) * gradient
-        v = b2 * state["v"] + (1 - b2) * xp.square(gradient)
-        state["m"] = m
-        state["v"] = v
-        if self.bias_correction:
-            t = self._step_float()
-            c1 = xp.astype(lr / (1 - b1**t), gradient.dtype)
-            c2 = xp.astype(1 / xp.sqrt(1 - b2**t), gradient.dtype)
-            return parameter - (c1 * m) / (xp.sqrt(v) * c2 + self.eps)
-        return parameter - lr * m / (xp.sqrt(v) + self.eps)
 
 
 class AdamW(Adam):
@@ -95,6 +127,7 @@ class AdamW(Adam):
     """
 
     _name = "AdamW"
+    hyperparameters = ("betas", "eps", "weight_decay", "bias_correction")
 
     def __init__(
         self,
@@ -109,9 +142,6 @@ class AdamW(Adam):
         )
         self.weight_decay = weight_decay
 
-    def apply_single(self, gradient: Any, parameter: Any, state: dict[str, Any]) -> Any:
-        lr = self._lr(gradient)
-        return super().apply_single(gradient, parameter * (1 - lr * self.weight_decay), state)
 
 
 class Adamax(Adam):
@@ -136,6 +166,8 @@ class Adamax(Adam):
     """
 
     _name = "Adamax"
+    rule = Elementwise(state=("m", "v"), element=_adamax, scalars=_adamax_scalars)
+    hyperparameters = ("betas", "eps")
 
     def __init__(
         self,
@@ -145,12 +177,3 @@ class Adamax(Adam):
     ) -> None:
         super().__init__(learning_rate, betas, eps)
 
-    def apply_single(self, gradient: Any, parameter: Any, state: dict[str, Any]) -> Any:
-        xp = self.xp
-        lr = self._lr(gradient)
-        b1, b2 = self.betas
-        m = b1 * state["m"] + (1 - b1) * gradient
-        v = xp.maximum(b2 * state["v"], xp.abs(gradient))
-        state["m"] = m
-        state["v"] = v
-        return parameter - lr * m / (v + self.eps)

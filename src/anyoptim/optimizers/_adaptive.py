@@ -4,8 +4,50 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._backend._rules import Elementwise, Hyper, learning_rate
 from ._base import LearningRate, Optimizer
 from ._validate import require
+
+
+def _rmsprop_scalars(xp: Any, h: Hyper, step: Any, dtype: Any) -> tuple[Any, ...]:
+    return (learning_rate(xp, h, dtype), h["alpha"], 1 - h["alpha"], h["eps"])
+
+
+def _rmsprop(ops: Any, flags: tuple) -> Any:
+    def rmsprop(p, g, v, sc):
+        lr, alpha, one_minus_alpha, eps = sc
+        v = alpha * v + one_minus_alpha * (g * g)
+        return p - lr * g / (ops.sqrt(v) + eps), v
+
+    return rmsprop
+
+
+def _adagrad_scalars(xp: Any, h: Hyper, step: Any, dtype: Any) -> tuple[Any, ...]:
+    return (learning_rate(xp, h, dtype), h["eps"])
+
+
+def _adagrad(ops: Any, flags: tuple) -> Any:
+    def adagrad(p, g, v, sc):
+        lr, eps = sc
+        v = v + g * g
+        return p - lr * g / (ops.sqrt(v) + eps), v
+
+    return adagrad
+
+
+def _adadelta_scalars(xp: Any, h: Hyper, step: Any, dtype: Any) -> tuple[Any, ...]:
+    return (learning_rate(xp, h, dtype), h["rho"], 1 - h["rho"], h["eps"])
+
+
+def _adadelta(ops: Any, flags: tuple) -> Any:
+    def adadelta(p, g, v, u, sc):
+        lr, rho, one_minus_rho, eps = sc
+        v = rho * v + one_minus_rho * (g * g)
+        d = ops.sqrt(u + eps) / ops.sqrt(v + eps) * g
+        u = rho * u + one_minus_rho * (d * d)
+        return p - lr * d, v, u
+
+    return adadelta
 
 
 class RMSprop(Optimizer):
@@ -29,6 +71,9 @@ class RMSprop(Optimizer):
         array([-0.1, -0.1], dtype=float32)
     """
 
+    rule = Elementwise(state=("v",), element=_rmsprop, scalars=_rmsprop_scalars)
+    hyperparameters = ("alpha", "eps")
+
     def __init__(self, learning_rate: LearningRate, alpha: float = 0.99, eps: float = 1e-8) -> None:
         super().__init__()
         self._maybe_schedule("learning_rate", learning_rate)
@@ -37,15 +82,6 @@ class RMSprop(Optimizer):
         require(alpha >= 0.0, "RMSprop", "alpha", ">=0", alpha)
         require(eps > 0.0, "RMSprop", "eps", ">0", eps)
 
-    def init_single(self, parameter: Any, state: dict[str, Any]) -> None:
-        state["v"] = self.xp.zeros_like(parameter)
-
-    def apply_single(self, gradient: Any, parameter: Any, state: dict[str, Any]) -> Any:
-        xp = self.xp
-        lr = self._lr(gradient)
-        v = self.alpha * state["v"] + (1 - self.alpha) * xp.square(gradient)
-        state["v"] = v
-        return parameter - lr * gradient / (xp.sqrt(v) + self.eps)
 
 
 class Adagrad(Optimizer):
@@ -67,21 +103,15 @@ class Adagrad(Optimizer):
         {'w': array([-0.1, -0.1], dtype=float32)}
     """
 
+    rule = Elementwise(state=("v",), element=_adagrad, scalars=_adagrad_scalars)
+    hyperparameters = ("eps",)
+
     def __init__(self, learning_rate: LearningRate, eps: float = 1e-8) -> None:
         super().__init__()
         self._maybe_schedule("learning_rate", learning_rate)
         self.eps = eps
         require(eps > 0.0, "Adagrad", "eps", ">0", eps)
 
-    def init_single(self, parameter: Any, state: dict[str, Any]) -> None:
-        state["v"] = self.xp.zeros_like(parameter)
-
-    def apply_single(self, gradient: Any, parameter: Any, state: dict[str, Any]) -> Any:
-        xp = self.xp
-        lr = self._lr(gradient)
-        v = state["v"] + xp.square(gradient)
-        state["v"] = v
-        return parameter - lr * gradient / (xp.sqrt(v) + self.eps)
 
 
 class AdaDelta(Optimizer):
@@ -106,6 +136,9 @@ class AdaDelta(Optimizer):
         {'w': array([-0.00316226], dtype=float32)}
     """
 
+    rule = Elementwise(state=("v", "u"), element=_adadelta, scalars=_adadelta_scalars)
+    hyperparameters = ("rho", "eps")
+
     def __init__(self, learning_rate: LearningRate, rho: float = 0.9, eps: float = 1e-6) -> None:
         super().__init__()
         self._maybe_schedule("learning_rate", learning_rate)
@@ -114,17 +147,3 @@ class AdaDelta(Optimizer):
         require(rho >= 0.0, "AdaDelta", "rho", ">=0", rho)
         require(eps > 0.0, "AdaDelta", "eps", ">0", eps)
 
-    def init_single(self, parameter: Any, state: dict[str, Any]) -> None:
-        state["v"] = self.xp.zeros_like(parameter)
-        state["u"] = self.xp.zeros_like(parameter)
-
-    def apply_single(self, gradient: Any, parameter: Any, state: dict[str, Any]) -> Any:
-        xp = self.xp
-        lr = self._lr(gradient)
-        rho, eps = self.rho, self.eps
-        u = state["u"]
-        v = rho * state["v"] + (1 - rho) * xp.square(gradient)
-        delta = xp.sqrt(u + eps) / xp.sqrt(v + eps) * gradient
-        state["v"] = v
-        state["u"] = rho * u + (1 - rho) * xp.square(delta)
-        return parameter - lr * delta

@@ -5,8 +5,37 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .._backend._rules import Elementwise, Hyper, is_positive, learning_rate
 from ._base import LearningRate, Optimizer
 from ._validate import check_betas
+
+
+def _flags(h: Hyper) -> tuple[bool, ...]:
+    return (is_positive(h["weight_decay"]) is not False,)  # MLX decays only for wd > 0
+
+
+def _scalars(xp: Any, h: Hyper, step: Any, dtype: Any) -> tuple[Any, ...]:
+    lr = learning_rate(xp, h, dtype)
+    b1, b2 = h["betas"]
+    wd = h["weight_decay"]
+    decay = 1 - lr * wd
+    if is_positive(wd) is None:  # traced: choose without a Python comparison
+        decay = xp.where(wd > 0, decay, xp.ones_like(decay))
+    return (lr, b1, 1 - b1, b2, 1 - b2, decay)
+
+
+def _element(ops: Any, flags: tuple[bool, ...]) -> Any:
+    (use_decay,) = flags
+
+    def lion(p, g, m, sc):
+        lr, b1, one_minus_b1, b2, one_minus_b2, decay = sc
+        c = b1 * m + one_minus_b1 * g
+        m = b2 * m + one_minus_b2 * g
+        if use_decay:
+            p = decay * p
+        return p - lr * ops.sign(c), m
+
+    return lion
 
 
 class Lion(Optimizer):
@@ -33,6 +62,9 @@ class Lion(Optimizer):
         {'w': array([-0.01,  0.01,  0.  ], dtype=float32)}
     """
 
+    rule = Elementwise(state=("m",), element=_element, scalars=_scalars, flags=_flags)
+    hyperparameters = ("betas", "weight_decay")
+
     def __init__(
         self,
         learning_rate: LearningRate,
@@ -45,15 +77,3 @@ class Lion(Optimizer):
         self.betas = betas
         self.weight_decay = weight_decay
 
-    def init_single(self, parameter: Any, state: dict[str, Any]) -> None:
-        state["m"] = self.xp.zeros_like(parameter)
-
-    def apply_single(self, gradient: Any, parameter: Any, state: dict[str, Any]) -> Any:
-        lr = self._lr(gradient)
-        b1, b2 = self.betas
-        m = state["m"]
-        c = b1 * m + (1 - b1) * gradient
-        state["m"] = b2 * m + (1 - b2) * gradient
-        if self.weight_decay > 0:
-            parameter = (1 - lr * self.weight_decay) * parameter
-        return parameter - lr * self.xp.sign(c)

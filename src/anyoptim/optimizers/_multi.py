@@ -7,19 +7,9 @@ from typing import Any
 
 from .. import _backend
 from ..errors import MissingStateError
-from ..utils import tree_flatten, tree_map_with_path, tree_unflatten
-from ._base import (
-    Optimizer,
-    _all_finite,
-    _check_against,
-    _check_leaves,
-    _copy_containers,
-    _first_array,
-    _PathError,
-    _restore_dicts,
-    _select,
-    _snapshot_dicts,
-)
+from . import _step, _tree
+from ._base import Hyperparameters, Optimizer
+from ._tree import PathError
 
 Filter = Callable[[str, Any], bool]
 
@@ -34,8 +24,8 @@ class MultiOptimizer(Optimizer):
     Filters are called as ``filter(path, array)`` with the dotted ``tree_flatten`` path (for
     example ``"layers.0.weight"``); the last optimizer takes every parameter no filter accepted.
     Every sub-optimizer counts its own steps, even when its part of the tree is empty. Unlike
-    MLX, the result keeps the gradients' key order, and an update that fails in any
-    sub-optimizer leaves all of them untouched.
+    MLX, the result keeps the gradients' key order, dicts with digit keys stay dicts, and an
+    update that fails in any sub-optimizer leaves all of them untouched.
 
     Args:
         optimizers: the optimizers, ``len(filters) + 1`` of them.
@@ -67,66 +57,86 @@ class MultiOptimizer(Optimizer):
         self.optimizers = list(optimizers)
         self.filters = [*filters, _always]
 
-    def _split(self, tree: Any) -> list[Any]:
+    def _assign(self, tree: Any) -> tuple[Any, list[int]]:
+        """The structure of ``tree`` and, per leaf, the index of the optimizer that takes it."""
+        structure, leaves = _tree.flatten(tree)
         if len(self.optimizers) == 1:
-            return [tree]
-        parts: list[list[tuple[str, Any]]] = [[] for _ in self.optimizers]
-        for path, leaf in tree_flatten(tree):
-            for i, accept in enumerate(self.filters):
-                if accept(path, leaf):
-                    parts[i].append((path, leaf))
-                    break
-        return [tree_unflatten(part) if part else {} for part in parts]
+            return structure, [0] * len(leaves)
+        owners = []
+        for path, leaf in zip(_tree.paths(structure), leaves):
+            owners.append(next(i for i, accept in enumerate(self.filters) if accept(path, leaf)))
+        return structure, owners
+
+    def _split(self, tree: Any) -> tuple[Any, list[int], list[Any]]:
+        structure, owners = self._assign(tree)
+        if len(self.optimizers) == 1:
+            return structure, owners, [tree]
+        return structure, owners, _tree.split(tree, iter(owners), len(self.optimizers))
 
     def init(self, parameters: Any) -> None:
-        for opt, part in zip(self.optimizers, self._split(parameters)):
+        for opt, part in zip(self.optimizers, self._split(parameters)[2]):
             opt.init(part)
 
-    def apply_gradients(self, gradients: Any, parameters: Any) -> Any:
-        try:
-            _check_leaves(gradients)  # before any filter sees a leaf
-            like = _first_array(gradients)
-            if like is not None:
-                _check_against(gradients, parameters, _backend.library_name(like))
-        except _PathError as err:
-            raise err.build("MultiOptimizer.apply_gradients: gradient") from None
-        snapshots = [_snapshot_dicts(opt.state) for opt in self.optimizers]
-        initialized = [opt._initialized for opt in self.optimizers]
-        flat: dict[str, Any] = {}
-        try:
-            for opt, part in zip(self.optimizers, self._split(gradients)):
-                tree_flatten(opt.apply_gradients(part, parameters), destination=flat)
-        except BaseException:
-            for snapshot in snapshots:
-                _restore_dicts(snapshot)
-            # a restored (emptied) state must be lazily initialised again at the next call
-            for opt, flag in zip(self.optimizers, initialized):
-                opt._initialized = flag
-            raise
-        result = tree_map_with_path(lambda path, _: flat[path], gradients)
-        if self.skip_nonfinite:
-            result = self._keep_all_if_nonfinite(gradients, parameters, result, snapshots)
-        return result
+    def _apply(self, gradients: Any, parameters: Any, hyper: Hyperparameters | None,
+               inplace: bool) -> tuple[Any, bool]:
+        return self.apply_gradients(gradients, parameters, hyper), False
 
-    def _keep_all_if_nonfinite(
-        self, gradients: Any, parameters: Any, result: Any, snapshots: list
-    ) -> Any:
+    def apply_gradients(self, gradients: Any, parameters: Any,
+                        hyperparameters: Hyperparameters | None = None) -> Any:
+        grads: list[Any] = []
+        params: list[Any] = []
+        structure = None
+        try:
+            # every leaf is checked before any filter sees it
+            structure = _tree.gather(gradients, parameters, parameters, grads, params, [])
+            _step.check_leaves(grads, params, None)
+        except (PathError, _step._LeafError) as err:
+            raise _step.located(err, structure).build(
+                "MultiOptimizer.apply_gradients: gradient") from None
+        structure, owners, parts = self._split(gradients)
+        snapshots = [_tree.snapshot_dicts(opt.state) for opt in self.optimizers]
+        initialized = [opt._initialized for opt in self.optimizers]
+        results = []
+        try:
+            for opt, part in zip(self.optimizers, parts):
+                results.append(opt.apply_gradients(part, parameters, hyperparameters))
+        except BaseException:
+            self._restore(snapshots, initialized)
+            raise
+        outputs = [iter(_tree.leaves(r)) for r in results]
+        new = [next(outputs[i]) for i in owners]
+        if self.skip_nonfinite and grads:
+            new = self._keep_all_if_finite(grads, params, new, snapshots)
+        return _tree.unflatten(structure, iter(new))
+
+    def _restore(self, snapshots: list, initialized: list[bool]) -> None:
+        for snapshot in snapshots:
+            _tree.restore_dicts(snapshot)
+        # a restored (emptied) state must be lazily initialised again at the next call
+        for opt, flag in zip(self.optimizers, initialized):
+            opt._initialized = flag
+
+    def _keep_all_if_finite(self, grads: list[Any], params: list[Any], new: list[Any],
+                            snapshots: list) -> list[Any]:
         """Undo the whole update (every sub-optimizer) if a gradient is not finite."""
-        like = _first_array(gradients)
-        if like is None:
-            return result
-        xp = _backend.namespace(like)
-        ok = _all_finite(xp, gradients)
+        xp = _backend.namespace(grads[0])
+        ok = None
+        for g in grads:
+            finite = xp.all(xp.isfinite(g))
+            ok = finite if ok is None else xp.logical_and(ok, finite)
         for snapshot in snapshots:
             for target, saved in snapshot:
                 for key, value in list(target.items()):
                     old = saved.get(key)
+                    if key == "skipped_steps":
+                        continue  # each sub-optimizer counts its own skipped steps
                     if _backend.is_array(old) and _backend.is_array(value):
                         old = _backend.to_library(old, value)  # e.g. a step not yet adopted
                         target[key] = _backend.finalize(xp.where(ok, value, old))
-        return _select(xp, ok, result, parameters)
+        return [_backend.finalize(xp.where(ok, a, b)) for a, b in zip(new, params)]
 
-    def pure_step(self, parameters: Any, gradients: Any, state: Any) -> tuple[Any, Any]:
+    def pure_step(self, parameters: Any, gradients: Any, state: Any,
+                  hyperparameters: Hyperparameters | None = None) -> tuple[Any, Any]:
         """``(new_parameters, new_state)`` for ``state = {"states": [...]}``; see Optimizer."""
         states = state.get("states") if isinstance(state, dict) else None
         if not isinstance(states, (list, tuple)) or len(states) != len(self.optimizers):
@@ -137,9 +147,9 @@ class MultiOptimizer(Optimizer):
         saved = [(opt._state, opt._initialized) for opt in self.optimizers]
         try:
             for opt, sub in zip(self.optimizers, states):
-                opt._state = _copy_containers(sub)
+                opt._state = _tree.copy_containers(sub)
                 opt._initialized = False
-            result = self.apply_gradients(gradients, parameters)
+            result = self.apply_gradients(gradients, parameters, hyperparameters)
             return result, {"states": [opt._state for opt in self.optimizers]}
         finally:
             for opt, (sub, initialized) in zip(self.optimizers, saved):

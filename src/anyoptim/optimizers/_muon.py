@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from collections.abc import Mapping
+
 from .._backend import addmm
+from .._backend._rules import is_zero
 from ._base import LearningRate, Optimizer
 
 # Coefficients of the quintic Newton-Schulz iteration (Jordan et al., 2024).
@@ -41,6 +44,8 @@ class Muon(Optimizer):
         array([-0.014, -0.014, -0.014], dtype=float32)
     """
 
+    hyperparameters = ("momentum", "weight_decay", "nesterov", "ns_steps")
+
     def __init__(
         self,
         learning_rate: LearningRate,
@@ -72,18 +77,19 @@ class Muon(Optimizer):
             x = addmm(xp, a * x, poly, x)
         return xp.matrix_transpose(x) if tall else x
 
-    def apply_single(self, gradient: Any, parameter: Any, state: dict[str, Any]) -> Any:
+    def update_tensor(self, gradient: Any, parameter: Any, state: dict[str, Any],
+                      h: Mapping[str, Any]) -> Any:
         xp = self.xp
-        mu = self.momentum
-        if self.weight_decay != 0:
-            gradient = gradient + self.weight_decay * parameter
+        mu = h["momentum"]
+        if not is_zero(h["weight_decay"]):
+            gradient = gradient + h["weight_decay"] * parameter
         v = mu * state["v"] + (1 - mu) * gradient
         state["v"] = v
-        update = gradient * (1 - mu) + v * mu if self.nesterov else v
-        lr = self._lr(gradient)
+        update = gradient * (1 - mu) + v * mu if h["nesterov"] else v
+        lr = xp.astype(h["learning_rate"], gradient.dtype)
         if update.ndim >= 2:
             shape = tuple(update.shape)
             matrix = xp.reshape(update, (shape[0], -1)) if len(shape) > 2 else update
-            update = xp.reshape(self._newton_schulz(matrix, self.ns_steps), shape)
+            update = xp.reshape(self._newton_schulz(matrix, h["ns_steps"]), shape)
             lr = lr * max(1, shape[-2] / shape[-1]) ** 0.5
         return parameter - lr * update

@@ -4,8 +4,37 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._backend._rules import Elementwise, Hyper, is_positive, is_zero, learning_rate
 from ._base import LearningRate, Optimizer
 from ._validate import require
+
+
+def _flags(h: Hyper) -> tuple[bool, ...]:
+    # a traced value takes the general branch, which gives the same numbers
+    return (not is_zero(h["weight_decay"]), is_positive(h["momentum"]) is not False,
+            is_positive(h["dampening"]) is not False, bool(h["nesterov"]))
+
+
+def _scalars(xp: Any, h: Hyper, step: Any, dtype: Any) -> tuple[Any, ...]:
+    return (learning_rate(xp, h, dtype), h["momentum"], h["weight_decay"], 1 - h["dampening"])
+
+
+def _element(ops: Any, flags: tuple[bool, ...]) -> Any:
+    use_wd, use_momentum, use_dampening, nesterov = flags
+
+    def sgd(p, g, v, sc):
+        lr, momentum, wd, undamped = sc
+        if use_wd:
+            g = g + wd * p
+        if not use_momentum:
+            return p - lr * g, v
+        v = momentum * v
+        v = v + (undamped * g if use_dampening else g)
+        if nesterov:
+            return p - lr * (g + momentum * v), v
+        return p - lr * v, v
+
+    return sgd
 
 
 class SGD(Optimizer):
@@ -26,6 +55,8 @@ class SGD(Optimizer):
         dampening: dampening :math:`\tau` of the momentum. Default ``0``.
         nesterov: use Nesterov momentum (needs momentum > 0 and dampening 0). Default False.
 
+    State per parameter: ``v`` (one array like the parameter).
+
     Reference: Sutskever et al., "On the importance of initialization and momentum in deep
     learning", ICML 2013.
 
@@ -35,6 +66,9 @@ class SGD(Optimizer):
         >>> opt.apply_gradients({"w": np.ones(2, np.float32)}, {"w": np.zeros(2, np.float32)})
         {'w': array([-0.1, -0.1], dtype=float32)}
     """
+
+    rule = Elementwise(state=("v",), element=_element, scalars=_scalars, flags=_flags)
+    hyperparameters = ("momentum", "weight_decay", "dampening", "nesterov")
 
     def __init__(
         self,
@@ -55,18 +89,3 @@ class SGD(Optimizer):
         self.weight_decay = weight_decay
         self.dampening = dampening
         self.nesterov = nesterov
-
-    def init_single(self, parameter: Any, state: dict[str, Any]) -> None:
-        state["v"] = self.xp.zeros_like(parameter)
-
-    def apply_single(self, gradient: Any, parameter: Any, state: dict[str, Any]) -> Any:
-        if self.weight_decay != 0:
-            gradient = gradient + self.weight_decay * parameter
-        lr = self._lr(gradient)
-        if self.momentum <= 0:
-            return parameter - lr * gradient
-        v = self.momentum * state["v"]
-        v = v + ((1 - self.dampening) * gradient if self.dampening > 0 else gradient)
-        state["v"] = v
-        update = gradient + self.momentum * v if self.nesterov else v
-        return parameter - lr * update

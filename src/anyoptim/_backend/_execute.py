@@ -1,0 +1,121 @@
+"""Executors of elementwise rules: the backend's side of "one rule per optimizer".
+
+:func:`run_elementwise` takes a rule (see :mod:`._rules`), the hyperparameters of one group of
+parameters and the flat lists of gradients, parameters and state dicts, and runs the rule with
+the best executor the arrays allow:
+
+1. numba kernels (NumPy arrays, and CPU torch tensors through NumPy views of their memory);
+2. torch multi-tensor kernels (any torch device; the learning rate stays a device tensor);
+3. the reference path: the element function on whole arrays of any library, traceable under
+   ``jax.jit``, ``mx.compile`` and ``torch.compile``.
+
+All three evaluate the same expressions, so they agree bit for bit. Nothing here knows an
+optimizer by name.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from . import finalize, fused_enabled, fused_numpy_available, library_name
+from ._rules import Elementwise
+
+Leaves = list[tuple[Any, Any, dict[str, Any]]]
+
+
+@functools.cache
+def _reference_element(element: Callable, xp: Any, flags: tuple) -> Callable:
+    return element(xp, flags)
+
+
+def _cast(xp: Any, value: Any, dtype: Any) -> Any:
+    """Array scalars in the parameters' dtype (so a float32 hyperparameter given as an array,
+    e.g. a traced one, does not promote bfloat16 parameters); Python numbers stay as they are
+    (the libraries round them to the array's dtype)."""
+    if library_name(value) is None or value.dtype == dtype:
+        return value
+    return xp.astype(value, dtype)
+
+
+def scalar_inputs(
+    rule: Elementwise, xp: Any, h: Mapping[str, Any], step: Any
+) -> Callable[[Any], tuple[Any, ...]]:
+    """``dtype -> scalars`` for one group, each dtype computed once."""
+    cache: dict[Any, tuple[Any, ...]] = {}
+
+    def scalars(dtype: Any) -> tuple[Any, ...]:
+        found = cache.get(dtype)
+        if found is None:
+            found = cache[dtype] = tuple(
+                _cast(xp, finalize(v), dtype) for v in rule.scalars(xp, h, step, dtype)
+            )
+        return found
+
+    return scalars
+
+
+def run_elementwise(
+    rule: Elementwise,
+    xp: Any,
+    h: Mapping[str, Any],
+    step: Any,
+    leaves: Leaves,
+    inplace: bool,
+    fused: bool = True,
+) -> tuple[list[Any], list[list[Any]] | None]:
+    """Apply ``rule`` to ``leaves`` (gradient, parameter, state dict).
+
+    Returns the new parameters and the new state arrays per leaf (in ``rule.state`` order),
+    for the caller to store; with ``inplace`` an executor that writes into the parameters and
+    state arrays may be used, and then the state part is None (nothing left to store).
+    ``inplace`` is a permission: the reference path always returns new arrays.
+    """
+    flags = rule.flags(h)
+    scalars = scalar_inputs(rule, xp, h, step)
+    if fused and fused_enabled():
+        lib = library_name(leaves[0][0])
+        if lib in ("numpy", "torch") and fused_numpy_available():
+            from . import _numpy_fused
+
+            out = _numpy_fused.step(rule, flags, leaves, scalars, inplace)
+            if out is not NotImplemented:
+                return out
+        if lib == "torch" and _plain_tensors(leaves):
+            from . import _torch_foreach
+
+            return _torch_foreach.step(rule, flags, leaves, scalars, inplace)
+    fn = _reference_element(rule.element, xp, flags)
+    keys = rule.state
+    new_params = []
+    new_states = []
+    for g, p, s in leaves:
+        out = fn(p, g, *[s[k] for k in keys], scalars(g.dtype))
+        new_params.append(finalize(out[0]))
+        new_states.append([finalize(o) for o in out[1:]])
+    return new_params, new_states
+
+
+def run_reference(rule: Elementwise, xp: Any, h: Mapping[str, Any], step: Any, g: Any, p: Any,
+                  s: Mapping[str, Any]) -> tuple[Any, list[Any]]:
+    """The reference path for one tensor: ``(new parameter, new state arrays)``."""
+    new_params, new_states = run_elementwise(rule, xp, h, step, [(g, p, dict(s))], False,
+                                             fused=False)
+    return new_params[0], new_states[0]  # type: ignore[index]
+
+
+def _plain_tensors(leaves: Leaves) -> bool:
+    """Every gradient, parameter and state entry is a plain tensor (not a subclass such as
+    DTensor, whose sharding rules are kept by the reference path), parameters and gradients on
+    one device each."""
+    import torch
+
+    plain = (torch.Tensor, torch.nn.Parameter)
+    for g, p, s in leaves:
+        if type(g) not in plain or type(p) not in plain or g.dtype != p.dtype:
+            return False
+        for a in s.values():
+            if type(a) not in plain or a.shape != p.shape:
+                return False
+    return True

@@ -1,0 +1,321 @@
+"""One update on flat lists: checks, hyperparameter groups, executors, all-or-nothing.
+
+:func:`apply` is what ``update``, ``apply_gradients`` and ``pure_step`` run. The trees are
+walked once (:func:`._tree.gather`); the leaves are checked in one flat loop; the
+hyperparameters are grouped; each group goes to the backend's executors (elementwise rules) or
+to the optimizer's per-tensor hook; the new state is stored only once everything succeeded.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .. import _backend
+from .._backend import finalize, library_name
+from .._backend._execute import run_elementwise
+from ..errors import MissingStateError, TreeMismatchError
+from . import _tree
+from ._tree import PathError
+
+if TYPE_CHECKING:
+    from ._base import Hyperparameters, Optimizer
+
+Commits = list[tuple[dict[str, Any], dict[str, Any]]]
+
+
+class _LeafError(Exception):
+    """A problem with the ``index``-th leaf; the path is found only when it is reported."""
+
+    def __init__(self, index: int, kind: type[Exception], message: str) -> None:
+        super().__init__(message)
+        self.index, self.kind, self.message = index, kind, message
+
+
+def apply(opt: Optimizer, gradients: Any, parameters: Any, hyper: Hyperparameters | None,
+          inplace: bool) -> tuple[Any, bool]:
+    """Run one update; return the new parameter tree and whether it was written in place."""
+    from ._base import SKIPPED
+
+    state = opt._state
+    name = type(opt).__name__
+    if "step" not in state:
+        raise MissingStateError(
+            f"{name}: the state has no 'step' entry. A state assigned with "
+            "`optimizer.state = ...` must come from a saved optimizer state "
+            "(tree_flatten(optimizer.state)), which always holds 'step'."
+        )
+    opt._check_reserved(gradients, "gradients")
+    rollback = None
+    if not opt._initialized:
+        # All-or-nothing includes the lazy init: a failed call leaves no new state behind.
+        rollback = _tree.snapshot_dicts(state)
+        try:
+            opt.init(gradients)
+        except BaseException:
+            opt._rollback_init(rollback)
+            raise
+    grads: list[Any] = []
+    params: list[Any] = []
+    states: list[Any] = []
+    structure = None
+    try:
+        structure = _tree.gather(gradients, parameters, state, grads, params, states)
+        check_leaves(grads, params, states)
+    except (PathError, _LeafError) as err:
+        opt._rollback_init(rollback)
+        raise located(err, structure).build(f"{name}.apply_gradients: gradient") from None
+    like = grads[0] if grads else None
+    # Without gradient leaves (e.g. an empty MultiOptimizer part) the parameters tell which
+    # library step and learning_rate belong to.
+    owner = like if like is not None else _first_array(parameters)
+    before = {k: state[k] for k in opt._scalar_keys() if k in state}
+    skip = opt.skip_nonfinite and like is not None
+    try:
+        if owner is not None:
+            opt._adopt_scalars(owner)
+        elif "mlx.core" in sys.modules and library_name(state["step"]) == "numpy":
+            # nothing to update and nothing to learn the library from: MLX's own state is made
+            # of MLX arrays, which a compiled step (mx.compile(inputs=state, ...)) can carry
+            import mlx.core as mx
+
+            opt._adopt_scalars(mx.array(0.0))
+        if opt.skip_nonfinite and SKIPPED not in state:
+            state[SKIPPED] = finalize(state["step"] * 0)
+        xp = _backend.namespace(like) if like is not None else None
+        saved = opt._advance()
+        commits: Commits = []
+        new: list[Any] = []
+        in_place = True
+        if grads:
+            new, in_place = _execute(opt, xp, structure, grads, params, states, hyper,
+                                     inplace and not skip, commits)
+            if skip:
+                new = _keep_if_finite(opt, xp, grads, params, new, commits, saved)
+    except BaseException:
+        state.update(saved if "saved" in locals() else {})
+        state.update(before)
+        opt._rollback_init(rollback)
+        raise
+    finally:
+        opt._xp = None
+    for target, values in commits:
+        target.update(values)
+    return _tree.unflatten(structure, iter(new)), in_place
+
+
+def located(err: Exception, structure: Any) -> PathError:
+    """A :class:`PathError` for ``err``, with the path of a leaf error looked up."""
+    if isinstance(err, _LeafError):
+        path = _tree.paths(structure)[err.index]
+        return PathError.at(path.split(".") if path else [], err.kind, err.message)
+    assert isinstance(err, PathError)
+    return err
+
+
+def check_leaves(grads: list[Any], params: list[Any], states: list[Any] | None) -> None:
+    """Raise :class:`_LeafError` for the first leaf that cannot be updated (``states=None``:
+    check gradients against parameters only)."""
+    if not grads:
+        return
+    first = grads[0]
+    lib = library_name(first)
+    t0 = type(first)
+    inexact: set[Any] = set()
+    torch = lib == "torch"
+    for i, (g, p) in enumerate(zip(grads, params)):
+        tg = type(g)
+        if tg is not t0:
+            glib = library_name(g)
+            if glib is None:
+                raise _LeafError(
+                    i, TypeError,
+                    f"expected an array, got {tg.__name__} ({g!r:.60}). Drop entries without "
+                    "a gradient from the gradient tree instead of passing None or numbers.",
+                )
+            if glib != lib:
+                raise _LeafError(
+                    i, TypeError,
+                    f"gradients mix array libraries ({lib} and {glib}); convert them all to one "
+                    "library",
+                )
+        elif lib is None:
+            raise _LeafError(
+                i, TypeError,
+                f"expected an array, got {tg.__name__} ({g!r:.60}). Drop entries without "
+                "a gradient from the gradient tree instead of passing None or numbers.",
+            )
+        if type(p) is not tg:
+            plib = library_name(p)
+            if plib != lib:
+                raise _LeafError(
+                    i, TypeError,
+                    f"the gradient is a {lib} array but the parameter is "
+                    f"{plib + ' array' if plib else type(p).__name__}; pass parameters and "
+                    "gradients from the same array library",
+                )
+        if torch and g.device != p.device:
+            raise _LeafError(
+                i, ValueError,
+                f"the gradient is on {g.device} but the parameter is on {p.device}; move them "
+                "to the same device",
+            )
+        if g.shape != p.shape:
+            raise _LeafError(
+                i, ValueError,
+                f"gradient shape {tuple(g.shape)} does not match parameter shape "
+                f"{tuple(p.shape)}",
+            )
+        dtype = g.dtype
+        if dtype not in inexact:
+            if not _backend.is_inexact(g):
+                raise _LeafError(
+                    i, TypeError,
+                    f"the gradient has dtype {dtype}, but gradients must be floating point "
+                    f"(the parameter is {p.dtype}); an integer or bool gradient would silently "
+                    "change the parameter's dtype. Cast the gradient to the parameter's dtype.",
+                )
+            inexact.add(dtype)
+        if states is None:
+            continue
+        s = states[i]
+        if type(s) is not dict or not s:
+            raise _LeafError(
+                i, MissingStateError if not isinstance(s, (list, tuple)) else TreeMismatchError,
+                "this parameter has no optimizer state (it was added after the state was "
+                "created). Call optimizer.init(parameters) with the full parameter tree first."
+                if not isinstance(s, (list, tuple)) else
+                f"the state entry is a {type(s).__name__}, expected a dict of state arrays",
+            )
+        for key, value in s.items():
+            if type(value) is not tg and library_name(value) not in (lib, None):
+                slib = library_name(value)
+                raise _LeafError(
+                    i, TypeError,
+                    f"the optimizer state entry {key!r} is a {slib} array but the gradient is a "
+                    f"{lib} array; load the state into {lib} (anyoptim.io.load_state(path, "
+                    f"library={lib!r})) or pass {slib} gradients and parameters",
+                )
+
+
+def _execute(opt: Optimizer, xp: Any, structure: Any, grads: list[Any], params: list[Any],
+             states: list[dict[str, Any]], hyper: Hyperparameters | None, inplace: bool,
+             commits: Commits) -> tuple[list[Any], bool]:
+    """Run every hyperparameter group; fill ``commits`` with the new state to store."""
+    rule = opt.rule
+    step = opt._state["step"]
+    new: list[Any] = [None] * len(grads)
+    in_place = True
+    for h, index in groups(opt, structure, hyper, len(grads)):
+        if index is None:
+            g_, p_, s_ = grads, params, states
+        else:
+            g_ = [grads[i] for i in index]
+            p_ = [params[i] for i in index]
+            s_ = [states[i] for i in index]
+        opt._xp = xp
+        extra = opt.prepare(g_, p_, s_, h)
+        if extra:
+            h = {**h, **extra}
+        if rule is not None:
+            out, new_states = run_elementwise(rule, xp, h, step, list(zip(g_, p_, s_)), inplace)
+            if new_states is not None:
+                in_place = False
+                keys = rule.state
+                commits.extend((s, dict(zip(keys, vals))) for s, vals in zip(s_, new_states))
+        else:
+            in_place = False
+            out = []
+            for g, p, s in zip(g_, p_, s_):
+                staging = dict(s)
+                new_p = opt.update_tensor(g, p, staging, h)
+                for k, v in staging.items():
+                    staging[k] = finalize(v)
+                commits.append((s, staging))
+                out.append(finalize(new_p))
+        if index is None:
+            new = out
+        else:
+            for i, value in zip(index, out):
+                new[i] = value
+    return new, in_place
+
+
+def groups(opt: Optimizer, structure: Any, hyper: Hyperparameters | None,
+           n: int) -> list[tuple[dict[str, Any], list[int] | None]]:
+    """The hyperparameter mappings of the update and the leaves (None: all) each one takes."""
+    base = opt.hyper()
+    if hyper is None:
+        return [(base, None)]
+    if isinstance(hyper, Mapping):
+        return [(_merged(opt, base, hyper), None)]
+    if not callable(hyper):
+        raise TypeError(
+            f"{type(opt).__name__}: hyperparameters should be a mapping or a function of the "
+            f"parameter path returning one, got {type(hyper).__name__}"
+        )
+    found: dict[Any, tuple[dict[str, Any], list[int]]] = {}
+    for i, path in enumerate(_tree.paths(structure)):
+        overrides = hyper(path) or {}
+        key = tuple(sorted((k, _identity(v)) for k, v in overrides.items()))
+        entry = found.get(key)
+        if entry is None:
+            entry = found[key] = (_merged(opt, base, overrides), [])
+        entry[1].append(i)
+    if len(found) == 1:
+        return [(next(iter(found.values()))[0], None)]
+    return list(found.values())
+
+
+def _identity(value: Any) -> Any:
+    return value if isinstance(value, (bool, int, float, str)) else id(value)
+
+
+def _merged(opt: Optimizer, base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    known = (*opt.hyperparameters, "learning_rate")
+    for key in overrides:
+        if key not in known:
+            raise ValueError(
+                f"{type(opt).__name__}: unknown hyperparameter {key!r} in hyperparameters; "
+                f"this optimizer takes {', '.join(repr(k) for k in known)}."
+            )
+    merged = {**base, **overrides}
+    lr = overrides.get("learning_rate")
+    if lr is not None and library_name(lr) is None:
+        merged["learning_rate"] = _backend.to_library(
+            _backend.as_state_array(lr), opt._state["step"])
+    return merged
+
+
+def _keep_if_finite(opt: Optimizer, xp: Any, grads: list[Any], params: list[Any],
+                    new: list[Any], commits: Commits, saved: dict[str, Any]) -> list[Any]:
+    """Undo this update (parameters, state, step, schedules) if a gradient is not finite,
+    and count the skipped step.
+
+    The choice is made with ``where`` on a 0-d flag, so it works under ``jax.jit`` and
+    ``mx.compile`` and does not wait for the device.
+    """
+    from ._base import SKIPPED
+
+    ok = None
+    for g in grads:
+        finite = xp.all(xp.isfinite(g))
+        ok = finite if ok is None else xp.logical_and(ok, finite)
+    for target, values in commits:
+        for key, value in values.items():
+            if key in target:
+                values[key] = finalize(xp.where(ok, value, target[key]))
+    state = opt._state
+    for key, old in saved.items():
+        state[key] = finalize(xp.where(ok, state[key], old))
+    count = state[SKIPPED]
+    state[SKIPPED] = finalize(xp.where(ok, count, count + 1))
+    return [finalize(xp.where(ok, a, b)) for a, b in zip(new, params)]
+
+
+def _first_array(tree: Any) -> Any:
+    for leaf in _tree.leaves(tree):
+        if library_name(leaf) is not None:
+            return leaf
+    return None
