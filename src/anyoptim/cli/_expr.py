@@ -1,9 +1,10 @@
 """Safe parsing of schedule expressions such as ``cosine_decay(1e-3, 1000, 1e-5)``.
 
-The text is parsed with :mod:`ast` and only a tiny language is accepted: calls of the five
+The text is parsed with :mod:`ast` and only a tiny language is accepted: calls of the
 schedule factories (optionally written ``optim.name`` or ``anyoptim.name``), int and float
 literals (with a sign, scientific notation allowed), lists or tuples of those, and keyword
-arguments. Nothing is ever evaluated by Python itself.
+arguments; ``True``/``False`` and option strings (``decay_type="cosine"``) only for the
+arguments that take them. Nothing is ever evaluated by Python itself.
 """
 
 from __future__ import annotations
@@ -15,13 +16,24 @@ from typing import Any
 
 from ._common import UsageError
 
+# MLX's five first, then the further schedules of anyoptim
 SCHEDULE_NAMES = (
     "cosine_decay",
     "exponential_decay",
     "join_schedules",
     "linear_schedule",
     "step_decay",
+    "constant_warmup",
+    "cosine_restarts",
+    "inverse_sqrt",
+    "one_cycle",
+    "piecewise_constant",
+    "piecewise_linear",
+    "polynomial_decay",
+    "warmup_cosine_decay",
+    "warmup_stable_decay",
 )
+_MAX_STRING = 20
 _PREFIXES = ("optim", "anyoptim", "optimizers", "anyoptim.schedulers")
 
 _MAX_LENGTH = 2000
@@ -83,8 +95,13 @@ class _Builder:
             raise self.fail(node, "the expression is nested too deeply")
         if isinstance(node, ast.Constant):
             value = node.value
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise self.fail(node, f"only numbers are allowed as arguments, not {value!r}")
+            # booleans and strings are checked against the parameter they are given to
+            if isinstance(value, str) and len(value) <= _MAX_STRING:
+                return _Text(value, node)
+            if isinstance(value, bool):
+                return _Flag(value, node)
+            if not isinstance(value, (int, float)):
+                raise self.fail(node, f"only numbers are allowed as arguments, not {value!r:.40}")
             return value
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             operand = node.operand
@@ -153,9 +170,25 @@ class _Builder:
                     node, "join_schedules expects a list of whole step numbers as boundaries"
                 )
         else:
-            for value in [*args, *kwargs.values()]:
-                if not isinstance(value, (int, float)):
-                    raise self.fail(node, f"{name}() takes numbers only")
+            bound = signature.bind(*args, **kwargs)
+            # the same binding of the argument nodes, to point at the one that is wrong
+            where = signature.bind(*node.args, **{str(kw.arg): kw.value for kw in node.keywords})
+            for param, value in bound.arguments.items():
+                kind = _kind(signature.parameters[param].annotation)
+                if (kind == "bool" and isinstance(value, _Flag)) or (
+                    kind == "str" and isinstance(value, _Text)
+                ):
+                    bound.arguments[param] = value.value
+                elif not (
+                    (kind == "list" and isinstance(value, list) and all(map(_is_number, value)))
+                    or (kind == "number" and _is_number(value))
+                ):
+                    raise self.fail(
+                        where.arguments[param],
+                        f"{name}() argument {param!r} takes {_KIND_TEXT[kind]}, "
+                        f"not {_shown(value)}",
+                    )
+            args, kwargs = list(bound.args), dict(bound.kwargs)
         try:
             return factory(*args, **kwargs)
         except (ValueError, TypeError, ZeroDivisionError, OverflowError) as exc:
@@ -173,6 +206,52 @@ class _Builder:
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise self.fail(func, f"unknown schedule {name!r}{hint}")
         return name
+
+
+class _Text:
+    """A string literal, allowed only for an option argument (e.g. ``decay_type``)."""
+
+    def __init__(self, value: str, node: ast.AST) -> None:
+        self.value, self.node = value, node
+
+
+class _Flag:
+    """``True`` or ``False``, allowed only for a boolean argument (e.g. ``three_phase``)."""
+
+    def __init__(self, value: bool, node: ast.AST) -> None:
+        self.value, self.node = value, node
+
+
+_KIND_TEXT = {
+    "bool": "True or False",
+    "str": "an option string",
+    "list": "a list of numbers",
+    "number": "a number",
+}
+
+
+def _kind(annotation: Any) -> str:
+    """What a factory parameter accepts, read from its annotation (a string here)."""
+    text = str(annotation)
+    if text == "bool":
+        return "bool"
+    if text == "str":
+        return "str"
+    if text.startswith(("Sequence", "list")):
+        return "list"
+    return "number"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (_Text, _Flag)):
+        return repr(value.value)
+    if isinstance(value, list):
+        return "a list" if not all(map(_is_number, value)) else repr(value)
+    return repr(value)
 
 
 def _dotted(node: ast.AST) -> str | None:

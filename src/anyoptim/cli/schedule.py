@@ -21,6 +21,8 @@ examples:
   anyoptim schedule "join_schedules([linear_schedule(0, 1e-3, 100), cosine_decay(1e-3, 900)], [100])"
   anyoptim schedule "step_decay(0.1, 0.5, step_size=300)" --plot step.png
   anyoptim schedule "exponential_decay(1e-2, 0.999)" --json --no-plot
+  anyoptim schedule "warmup_cosine_decay(0, 1e-3, 100, 1000)" --steps 1100
+  anyoptim schedule "one_cycle(0.1, 500, anneal_strategy='linear')" --no-plot
 
 schedules (the same factories as in anyoptim and mlx.optimizers):
   cosine_decay(init, decay_steps, end=0.0)
@@ -28,9 +30,23 @@ schedules (the same factories as in anyoptim and mlx.optimizers):
   join_schedules(schedules, boundaries)
   linear_schedule(init, end, steps)
   step_decay(init, decay_rate, step_size)
+further schedules of anyoptim:
+  constant_warmup(value, warmup_steps, init_value=0.0, step_offset=0)
+  cosine_restarts(init_value, first_period, period_mult=1, end_value=0.0)
+  inverse_sqrt(peak_value, warmup_steps, timescale=None, step_offset=0)
+  one_cycle(max_value, total_steps, pct_start=0.3, div_factor=25.0, final_div_factor=1e4,
+            anneal_strategy="cos", three_phase=False, convention="torch")
+  piecewise_constant(boundaries, values)
+  piecewise_linear(boundaries, values)
+  polynomial_decay(init_value, end_value, power, decay_steps, transition_begin=0)
+  warmup_cosine_decay(init_value, peak_value, warmup_steps, decay_steps, end_value=0.0,
+                      exponent=1.0, step_offset=0)
+  warmup_stable_decay(peak_value, warmup_steps, stable_steps, decay_steps, init_value=0.0,
+                      end_value=0.0, decay_type="linear", step_offset=0)
 
 The expression is parsed, never executed: only these calls, numbers (e.g. -1e-5), lists and
-keyword arguments are accepted. Step s is the optimizer's step counter before an update, so
+keyword arguments are accepted, plus True/False and option strings ("cosine") for the
+arguments that take them. Step s is the optimizer's step counter before an update, so
 update number s + 1 uses the value at step s.
 """
 
