@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 import anyoptim as optim
 from anyoptim import CheckpointError
+from anyoptim._backend import _io
 from anyoptim.utils import tree_flatten, tree_map
 
 SCHEDULE = optim.join_schedules(
@@ -303,6 +307,11 @@ def _kill_cycles(tmp_path: Path, kills: int) -> int:
         last = i
         survived += 1
     assert last > 0
+    # whatever the last kill left behind (a working directory, the array library's own
+    # temporary file in it), the next save clears it
+    _save_small(tmp_path / "after.safetensors")
+    assert {p.name for p in tmp_path.iterdir()} <= {"writer.py", "live.safetensors",
+                                                   "after.safetensors"}
     return survived
 
 
@@ -315,17 +324,303 @@ def test_killed_writer_many_times(tmp_path: Path) -> None:
     assert _kill_cycles(tmp_path, kills=120) >= 100
 
 
-def test_saving_removes_stale_temporaries_of_killed_writers(tmp_path: Path) -> None:
-    stale = tmp_path / ".anyoptim-abc123.safetensors"
-    fresh = tmp_path / ".anyoptim-def456.safetensors"  # a save in progress elsewhere
-    other = tmp_path / "notes-anyoptim.safetensors"
-    for f in (stale, fresh, other):
-        f.write_bytes(b"partial")
-    old = time.time() - 2 * 3600
-    os.utime(stale, (old, old))
-    os.utime(other, (old, old))
+def _save_small(path: Path) -> None:
     opt = optim.SGD(0.1)
     opt.update({"w": np.ones(2, np.float32)}, {"w": np.ones(2, np.float32)})
-    optim.save(tmp_path / "ckpt.safetensors", opt)
-    assert not stale.exists()
-    assert fresh.exists() and other.exists()
+    optim.save(path, opt)
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has already exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _temp_name(pid: int, tag: str = "0") -> str:
+    """The name of a save's working directory, as the library names them."""
+    return f".anyoptim-{pid}-{tag * 16}.partial"
+
+
+def _workspace(folder: Path, pid: int, tag: str, lock: bool = True) -> Path:
+    """What a save killed at the last moment leaves: its working directory, its lock file (not
+    locked by anybody now), the data file and safetensors' own temporary file."""
+    work = folder / _temp_name(pid, tag)
+    work.mkdir()
+    if lock:
+        (work / "lock").write_bytes(b"")
+    (work / "data.safetensors").write_bytes(b"partial")
+    (work / ".tmpAbC123").write_bytes(b"partial")
+    return work
+
+
+TWO_HOURS_AGO = time.time() - 2 * 3600
+
+
+def test_saving_removes_stale_temporaries_of_killed_writers(tmp_path: Path) -> None:
+    fcntl = pytest.importorskip("fcntl")
+    stale = _workspace(tmp_path, _dead_pid(), "a")  # nobody holds its lock: its writer died
+    fresh = _workspace(tmp_path, os.getpid(), "b")  # a save in progress (it holds the lock)
+    other = tmp_path / "notes-anyoptim.safetensors"
+    other.write_bytes(b"partial")
+    for f in (stale, fresh, other):
+        os.utime(f, (TWO_HOURS_AGO, TWO_HOURS_AGO))  # age decides nothing, either way
+    os.utime(stale, None)
+    with open(fresh / "lock", "r+b") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        _save_small(tmp_path / "ckpt.safetensors")
+        assert not stale.exists()
+        assert fresh.exists() and other.exists()
+    assert sorted(p.name for p in fresh.iterdir()) == [".tmpAbC123", "data.safetensors", "lock"]
+    assert (fresh / "data.safetensors").read_bytes() == b"partial"
+
+
+# A child that saves through the library's own writer and stops inside the save, once the
+# data file is written but before the checksum and the rename: it prints the data file's
+# path, then waits for a line on stdin (or for SIGKILL).
+HOLDER = r"""
+import sys, numpy as np, anyoptim as optim
+from anyoptim._backend import _io
+path, n = sys.argv[1], int(sys.argv[2])
+write = _io._write_with
+def write_then_wait(lib, tmp, arrays, metadata):
+    write(lib, tmp, arrays, metadata)
+    print(tmp, flush=True)
+    sys.stdin.readline()
+_io._write_with = write_then_wait
+opt = optim.Adam(0.01)
+opt.update({"w": np.zeros(n, np.float32)}, {"w": np.ones(n, np.float32)})
+params = {"w": np.arange(n, dtype=np.float32)}
+print("saving", flush=True)
+optim.save(path, opt, params, metadata={"writer": "child"})
+print("saved", flush=True)
+"""
+
+
+def _start_holder(folder: Path, target: Path, n: int) -> subprocess.Popen:
+    script = folder.parent / f"{folder.name}-holder.py"  # outside the folder under test
+    script.write_text(HOLDER)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(target), str(n)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "saving":
+        _end(proc)
+        pytest.fail("the child writer ended before its save began")
+    return proc
+
+
+def _data_file(proc: subprocess.Popen, folder: Path) -> Path:
+    """Wait until the child has written its data file; return its path."""
+    assert proc.stdout is not None
+    tmp = Path(proc.stdout.readline().strip())
+    assert tmp.name == "data.safetensors" and tmp.parent.parent == folder, tmp
+    return tmp
+
+
+def _end(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            stream.close()
+
+
+def _workspaces(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.name.startswith(".anyoptim-")]
+
+
+@pytest.mark.parametrize("moment", ["while writing", "after writing"])
+def test_next_save_removes_what_a_killed_writer_left(tmp_path: Path, moment: str) -> None:
+    n = 3_000_000  # 12 MB of parameters and 24 MB of Adam state
+    proc = _start_holder(tmp_path, tmp_path / "child.safetensors", n)
+    try:
+        if moment == "after writing":
+            tmp = _data_file(proc, tmp_path)
+            assert tmp.stat().st_size > 3 * 4 * n
+        else:  # as soon as anything but the lock file is in the working directory
+            deadline = time.monotonic() + 60
+            while not any(
+                e.name != "lock" for w in _workspaces(tmp_path) for e in w.iterdir()
+            ):
+                assert time.monotonic() < deadline and proc.poll() is None
+    finally:
+        _end(proc)
+    assert proc.returncode == -signal.SIGKILL
+    [work] = _workspaces(tmp_path)  # the killed save left its working directory behind
+    assert sorted(e.name for e in work.iterdir()) != ["lock"]
+    for f in [work, *work.iterdir()]:
+        os.utime(f)  # brand new: the age of what is left must not matter
+    _save_small(tmp_path / "ckpt.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.safetensors"]
+    assert int(optim.load(tmp_path / "ckpt.safetensors").step) == 1
+
+
+def test_a_save_leaves_a_live_concurrent_writers_temporary_file_alone(tmp_path: Path) -> None:
+    n = 300_000
+    target = tmp_path / "child.safetensors"
+    proc = _start_holder(tmp_path, target, n)
+    try:
+        tmp = _data_file(proc, tmp_path)
+        before = tmp.stat()
+        for f in (tmp.parent, tmp):
+            os.utime(f, (TWO_HOURS_AGO, TWO_HOURS_AGO))  # however old it looks
+        for i in range(2):
+            _save_small(tmp_path / f"ckpt{i}.safetensors")
+        after = tmp.stat()
+        assert (after.st_ino, after.st_size) == (before.st_ino, before.st_size)
+        out, _ = proc.communicate("go on\n", timeout=60)
+    finally:
+        _end(proc)
+    assert proc.returncode == 0 and out.strip() == "saved"
+    assert not _workspaces(tmp_path)  # the child renamed its file and removed its directory
+    restored = optim.load(target)  # complete and valid: the checksum is verified here
+    assert int(restored.step) == 1
+    np.testing.assert_array_equal(
+        np.asarray(optim.load_params(target)["w"]), np.arange(n, dtype=np.float32)
+    )
+    assert optim.read_metadata(target)["writer"] == "child"
+
+
+def test_a_save_in_another_thread_keeps_its_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write = _io._write_with
+    written, go_on = threading.Event(), threading.Event()
+    temporaries: list[str] = []
+
+    def write_then_wait(lib, tmp, arrays, metadata):
+        write(lib, tmp, arrays, metadata)
+        if threading.current_thread().name == "slow-writer":
+            temporaries.append(tmp)
+            written.set()
+            assert go_on.wait(60)
+
+    monkeypatch.setattr(_io, "_write_with", write_then_wait)
+    opt = optim.Adam(0.01)
+    params = {"w": np.arange(1000, dtype=np.float32)}
+    opt.update(params, {"w": np.ones(1000, np.float32)})
+    target = tmp_path / "slow.safetensors"
+    thread = threading.Thread(target=optim.save, args=(target, opt, params), name="slow-writer")
+    thread.start()
+    try:
+        assert written.wait(60)
+        _save_small(tmp_path / "quick.safetensors")
+        assert Path(temporaries[0]).exists()
+    finally:
+        go_on.set()
+        thread.join(60)
+    assert not _workspaces(tmp_path)
+    np.testing.assert_array_equal(np.asarray(optim.load_params(target)["w"]), params["w"])
+
+
+def test_cleanup_touches_only_the_librarys_own_temporary_files(tmp_path: Path) -> None:
+    dead = _dead_pid()
+    lookalikes = [
+        "notes.tmp",
+        "notes-anyoptim.safetensors",
+        ".tmpXyZ789",  # safetensors' temporary file of some other program's save
+        ".anyoptim-abc123.safetensors",
+        f".anyoptim-{dead}-{'0' * 16}.safetensors",
+        f".anyoptim-{dead}-{'0' * 16}.partial.bak",
+        f"anyoptim-{dead}-{'0' * 16}.partial",  # no leading dot
+        f".anyoptim-{dead}-{'0' * 15}.partial",  # too short a tag
+        f".anyoptim-{dead}-{'G' * 16}.partial",  # not hexadecimal
+        f".Anyoptim-{dead}-{'0' * 16}.partial",
+        _temp_name(dead, "1"),  # the right name, but a file, not a directory
+    ]
+    for name in lookalikes:
+        (tmp_path / name).write_bytes(name.encode())
+    (tmp_path / "sub").mkdir()
+    elsewhere = _workspace(tmp_path / "sub", dead, "2")  # in another folder than the target's
+    outside = _workspace(tmp_path / "sub", os.getpid(), "3")
+    link = tmp_path / _temp_name(dead, "4")  # the right name, but a symbolic link
+    link.symlink_to(outside, target_is_directory=True)
+    near_miss = _workspace(tmp_path, dead, "5")
+    near_miss.rename(tmp_path / f".anyoptim-{dead}-{'5' * 16}.partialx")
+    abandoned = _workspace(tmp_path, dead, "6")  # the one thing the cleanup should remove
+    for f in tmp_path.rglob("*"):
+        os.utime(f, (TWO_HOURS_AGO, TWO_HOURS_AGO), follow_symlinks=False)
+    untouched = {
+        p: (p.read_bytes() if p.is_file() and not p.is_symlink() else None)
+        for p in tmp_path.rglob("*")
+        if abandoned not in (p, *p.parents)
+    }
+
+    _save_small(tmp_path / "ckpt.safetensors")
+
+    assert not abandoned.exists()
+    now = {p: (p.read_bytes() if p.is_file() and not p.is_symlink() else None)
+           for p in tmp_path.rglob("*") if p.name != "ckpt.safetensors"}
+    assert now == untouched
+    assert link.is_symlink() and elsewhere.is_dir() and (outside / "lock").exists()
+
+
+def test_a_writer_whose_directory_a_cleanup_took_starts_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fcntl = pytest.importorskip("fcntl")
+    taken: list[str] = []
+
+    def flock(fd: int, op: int) -> None:
+        if not taken and op == fcntl.LOCK_EX:
+            # the writer's first lock: another save's cleanup got there first (between the lock
+            # file's creation and this call) and removed the whole working directory
+            [work] = _workspaces(tmp_path)
+            taken.append(work.name)
+            shutil.rmtree(work)
+        fcntl.flock(fd, op)
+
+    fake = SimpleNamespace(LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB, flock=flock)
+    monkeypatch.setattr(_io, "_fcntl", lambda: fake)
+    _save_small(tmp_path / "ckpt.safetensors")
+    assert len(taken) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.safetensors"]
+    assert int(optim.load(tmp_path / "ckpt.safetensors").step) == 1
+
+
+def _refusing_fcntl() -> SimpleNamespace:
+    """An fcntl whose locks fail as they do on a file system without lock support."""
+    import errno
+    import fcntl
+
+    def flock(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    return SimpleNamespace(LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB, flock=flock)
+
+
+@pytest.mark.parametrize("locks", ["no fcntl", "locks refused", "no lock file"])
+def test_without_a_lock_the_pid_decides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, locks: str
+) -> None:
+    if locks == "no fcntl":
+        monkeypatch.setattr(_io, "_fcntl", lambda: None)  # as on Windows
+    elif locks == "locks refused":
+        pytest.importorskip("fcntl")
+        refusing = _refusing_fcntl()
+        monkeypatch.setattr(_io, "_fcntl", lambda: refusing)
+    # "no lock file": a writer that has just created its directory (or was killed right then)
+    lock = locks != "no lock file"
+    alive = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    try:
+        dead = _workspace(tmp_path, _dead_pid(), "a", lock)
+        mine = _workspace(tmp_path, os.getpid(), "b", lock)
+        theirs = _workspace(tmp_path, alive.pid, "c", lock)
+        for f in (dead, mine, theirs):
+            os.utime(f, (TWO_HOURS_AGO, TWO_HOURS_AGO))
+        _save_small(tmp_path / "ckpt.safetensors")
+        assert not dead.exists()
+        for kept in (mine, theirs):
+            assert (kept / "data.safetensors").read_bytes() == b"partial"
+        assert int(optim.load(tmp_path / "ckpt.safetensors").step) == 1
+    finally:
+        assert alive.stdin is not None
+        alive.stdin.close()
+        alive.wait()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["ckpt.safetensors", mine.name, theirs.name]
+    )
