@@ -552,9 +552,10 @@ def one_cycle(
         (0, a) \to (e_1, \text{max}) \to (e_2, a) \to (e_3, z)
 
     (the middle point only with ``three_phase=True``, otherwise :math:`(e_1, \text{max}) \to
-    (e_3, z)`), annealing between them along a half cosine
-    :math:`y = b + \tfrac12 (a' - b)(1 + \cos \pi x)` (``"cos"``) or linearly (``"linear"``),
-    and stays at :math:`z` after :math:`e_3`. The phase ends are
+    (e_3, z)`). Between two points :math:`(e, y_0)` and :math:`(e', y_1)` the value is
+    :math:`y_1 + \tfrac12 (y_0 - y_1)(1 + \cos \pi x)` (``"cos"``) or
+    :math:`y_0 + (y_1 - y_0)\, x` (``"linear"``), with :math:`x = (s - e) / (e' - e)`, and
+    it stays at :math:`z` after :math:`e_3`. The phase ends are
 
     * ``convention="torch"``: :math:`e_1 = pT - 1`, :math:`e_2 = 2pT - 2`, :math:`e_3 = T - 1`,
       the learning rates of ``torch.optim.lr_scheduler.OneCycleLR(opt, max_lr, total_steps=T,
