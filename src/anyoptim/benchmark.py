@@ -2,10 +2,15 @@
 
 Every variant runs in its own process (so libraries do not share thread pools or caches),
 with the same thread count, separate warm-up steps and per-step timing; the figure reported
-is the median. The "limit" variant is a numba kernel over one flat buffer, updating in place:
-it moves the 28 bytes per float32 parameter an Adam step needs (read p, g, m, v; write p, m, v)
-and so measures what the memory system allows on this machine. Everything else is stated as
-a ratio to it.
+is the median. Two numba kernels over one flat buffer set the bar for NumPy:
+
+* the "limit" updates p, m and v in place: it moves the 28 bytes per float32 parameter an Adam
+  step needs (read p, g, m, v; write p, m, v) and so measures what the memory system allows;
+* the "functional limit" does the same arithmetic but writes p, m and v into arrays allocated
+  afresh each step (what any functional update has to pay for: allocation, page faults).
+
+Everything else is stated as a ratio to a limit or to the peer it replaces, and the ratios
+that the performance targets name are collected in a summary table (``TARGETS``).
 
 Run ``python bench/run.py`` (full) or ``anyoptim bench`` (short).
 """
@@ -13,6 +18,7 @@ Run ``python bench/run.py`` (full) or ``anyoptim bench`` (short).
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -23,12 +29,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 LR, B1, B2, EPS, WD = 1e-3, 0.9, 0.999, 1e-8, 0.01
 BYTES_PER_PARAM = 28  # float32 Adam: read p, g, m, v and write p, m, v
+CASES = ("a", "b", "c", "small", "tiny")
+LIMIT = "limit (numba flat buffer)"
+FUNCTIONAL_LIMIT = "limit functional (numba flat buffer into new arrays)"
 
 
 # ----------------------------------------------------------------------------- cases
@@ -52,7 +62,9 @@ def case_shapes(case: str, scale: float = 1.0) -> list[tuple[int, ...]]:
         return [(1000,)] * s(2000)
     if case == "small":  # Python overhead: 10 small tensors
         return [(10, 10)] * 10
-    raise ValueError(f"unknown case {case!r}; expected a, b, c or small")
+    if case == "tiny":  # per-tensor overhead: 10,000 tensors of 10 elements
+        return [(10,)] * s(10000)
+    raise ValueError(f"unknown case {case!r}; expected one of {', '.join(CASES)}")
 
 
 def _host_tree(case: str, scale: float, seed: int = 0) -> tuple[dict, dict]:
@@ -68,11 +80,23 @@ def _host_tree(case: str, scale: float, seed: int = 0) -> tuple[dict, dict]:
 # one optimizer step and waits until its results are ready.
 
 
-def _limit(params: dict, grads: dict) -> Callable[[], None]:
+# Buffers below this many elements get the limit kernels' serial versions: on so little data a
+# parallel launch costs more than it saves (anyoptim's own NumPy kernels use the same size).
+PARALLEL_MIN = 1 << 17
+
+
+@functools.cache
+def limit_kernels(parallel: bool = True) -> tuple[Callable[..., None], Callable[..., None]]:
+    """The two numba AdamW kernels over flat float32 buffers: (in place, into new arrays).
+
+    Both compute the same thing element by element (no bias correction: a constant factor that
+    costs nothing per element); the second reads p, m, v and writes the results to separate
+    output arrays. ``parallel`` chooses the multi-threaded (``prange``) or the serial build.
+    Compiled on the first call in a process.
+    """
     import numba
 
-    @numba.njit(parallel=True, fastmath=False, cache=False, error_model="numpy")
-    def adamw(p, g, m, v, lr, b1, omb1, b2, omb2, eps, decay):  # pragma: no cover - compiled
+    def in_place(p, g, m, v, lr, b1, omb1, b2, omb2, eps, decay):  # pragma: no cover - compiled
         for i in numba.prange(p.shape[0]):
             gi = g[i]
             mi = b1 * m[i] + omb1 * gi
@@ -81,12 +105,73 @@ def _limit(params: dict, grads: dict) -> Callable[[], None]:
             v[i] = vi
             p[i] = p[i] * decay - lr * mi / (np.sqrt(vi) + eps)
 
+    def into(p, g, m, v, p_out, m_out, v_out, lr, b1, omb1, b2, omb2, eps,
+             decay):  # pragma: no cover - compiled
+        for i in numba.prange(p.shape[0]):
+            gi = g[i]
+            mi = b1 * m[i] + omb1 * gi
+            vi = b2 * v[i] + omb2 * (gi * gi)
+            m_out[i] = mi
+            v_out[i] = vi
+            p_out[i] = p[i] * decay - lr * mi / (np.sqrt(vi) + eps)
+
+    jit = numba.njit(parallel=parallel, fastmath=False, cache=False, error_model="numpy")
+    return jit(in_place), jit(into)
+
+
+def _kernel_args() -> tuple[np.float32, ...]:
+    f = np.float32
+    return f(LR), f(B1), f(1 - B1), f(B2), f(1 - B2), f(EPS), f(1 - LR * WD)
+
+
+def settle_numba_threads(max_seconds: float = 1.0) -> None:
+    """Compile the limit kernels and run them on a scratch buffer until numba's pool is steady.
+
+    Right after the worker threads start (and whenever the machine is busy), a parallel
+    launch can wait a scheduler tick or more (4 ms, 8 ms, ...) for a worker; this would land in
+    the timed steps of a short run. Called before building the variants that run numba's
+    parallel loops on a case big enough for them; it stops after 50 consecutive fast launches
+    or after ``max_seconds``.
+    """
+    in_place = limit_kernels(parallel=True)[0]
+    scratch = [np.zeros(4096, np.float32) for _ in range(4)]
+    args = _kernel_args()
+    streak, deadline = 0, time.perf_counter() + max_seconds
+    while streak < 50 and time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        in_place(*scratch[:4], *args)
+        streak = streak + 1 if time.perf_counter() - t0 < 2e-4 else 0
+
+
+def _flat(params: dict, grads: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The trees as flat float32 buffers p, g and zero-filled m, v."""
     p = np.concatenate([a.ravel() for a in params.values()])
     g = np.concatenate([a.ravel() for a in grads.values()])
-    m, v = np.zeros_like(p), np.zeros_like(p)
-    f = np.float32
-    args = (f(LR), f(B1), f(1 - B1), f(B2), f(1 - B2), f(EPS), f(1 - LR * WD))
-    return lambda: adamw(p, g, m, v, *args)
+    return p, g, np.zeros_like(p), np.zeros_like(p)
+
+
+def _limit(params: dict, grads: dict) -> Callable[[], None]:
+    p, g, m, v = _flat(params, grads)
+    in_place = limit_kernels(parallel=p.size >= PARALLEL_MIN)[0]
+    args = _kernel_args()
+    return lambda: in_place(p, g, m, v, *args)
+
+
+def _functional_limit(params: dict, grads: dict) -> Callable[[], None]:
+    p, g, m, v = _flat(params, grads)
+    into = limit_kernels(parallel=p.size >= PARALLEL_MIN)[1]
+    args = _kernel_args()
+    box = [p, m, v]
+
+    def step() -> None:
+        p, m, v = box
+        # fresh outputs every step, as a functional update must allocate them; the previous
+        # step's arrays are released when the box lets go of them
+        out = (np.empty_like(p), np.empty_like(m), np.empty_like(v))
+        into(p, g, m, v, *out, *args)
+        box[:] = out
+
+    return step
 
 
 def _numpy_in_place(params: dict, grads: dict) -> Callable[[], None]:
@@ -138,6 +223,17 @@ def _torch(kind: str) -> Callable[[dict, dict], Callable[[], None]]:
     def build(params: dict, grads: dict) -> Callable[[], None]:
         import torch
 
+        if kind == "apply":  # functional: plain tensors in, new tensors out, fed back next step
+            import anyoptim as optim
+
+            opt = optim.AdamW(LR, betas=[B1, B2], eps=EPS, weight_decay=WD, bias_correction=True)
+            box = [{k: torch.from_numpy(a.copy()) for k, a in params.items()}]
+            gtree = {k: torch.from_numpy(a.copy()) for k, a in grads.items()}
+
+            def apply_step() -> None:
+                box[0] = opt.apply_gradients(gtree, box[0])
+
+            return apply_step
         ps = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in params.values()]
         for p, g in zip(ps, grads.values()):
             p.grad = torch.from_numpy(g.copy())
@@ -234,13 +330,15 @@ def _mlx(kind: str, compiled: bool) -> Callable[[dict, dict], Callable[[], None]
 
 VARIANTS: dict[str, tuple[str, str, Callable[[dict, dict], Callable[[], None]]]] = {
     # name: (library, module that must be installed, builder)
-    "limit (numba flat buffer)": ("limit", "numba", _limit),
+    LIMIT: ("limit", "numba", _limit),
+    FUNCTIONAL_LIMIT: ("limit", "numba", _functional_limit),
     "numpy hand-written in place": ("numpy", "numpy", _numpy_in_place),
     "anyoptim numpy update": ("numpy", "numpy", _anyoptim_numpy("update")),
     "anyoptim numpy apply_gradients": ("numpy", "numpy", _anyoptim_numpy("apply")),
     "torch AdamW fused": ("torch", "torch", _torch("fused")),
     "torch AdamW foreach": ("torch", "torch", _torch("foreach")),
     "anyoptim torch update": ("torch", "torch", _torch("anyoptim")),
+    "anyoptim torch apply_gradients": ("torch", "torch", _torch("apply")),
     "optax adamw jit+donate": ("jax", "optax", _jax("optax")),
     "anyoptim jax pure_step jit+donate": ("jax", "jax", _jax("anyoptim")),
     "mlx.optimizers eager": ("mlx", "mlx", _mlx("mlx", False)),
@@ -250,8 +348,21 @@ VARIANTS: dict[str, tuple[str, str, Callable[[dict, dict], Callable[[], None]]]]
 }
 
 
+# Variants that run numba's parallel loops: their process lets numba's thread pool settle before
+# building (see settle_numba_threads); the others never import numba.
+NUMBA_VARIANTS = frozenset({LIMIT, FUNCTIONAL_LIMIT, "anyoptim numpy update",
+                            "anyoptim numpy apply_gradients"})
+
+
 def installed(variant: str) -> bool:
-    return importlib.util.find_spec(VARIANTS[variant][1]) is not None
+    """Whether the library a variant needs can be imported here (unknown names: False)."""
+    entry = VARIANTS.get(variant)
+    if entry is None:
+        return False
+    try:
+        return importlib.util.find_spec(entry[1]) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 # ----------------------------------------------------------------------------- one measurement
@@ -259,6 +370,9 @@ def measure(variant: str, case: str, scale: float, warmup: int, steps: int) -> d
     """Time one variant on one case in this process; returns the figures as a dict."""
     params, grads = _host_tree(case, scale)
     n_params = sum(a.size for a in params.values())
+    if (variant in NUMBA_VARIANTS and n_params >= PARALLEL_MIN
+            and importlib.util.find_spec("numba") is not None):
+        settle_numba_threads()
     step = VARIANTS[variant][2](params, grads)
     for _ in range(warmup):
         step()
@@ -272,6 +386,7 @@ def measure(variant: str, case: str, scale: float, warmup: int, steps: int) -> d
     return {
         "variant": variant,
         "case": case,
+        "scale": scale,
         "tensors": len(params),
         "params": int(n_params),
         "median_ms": statistics.median(times) * 1e3,
@@ -289,6 +404,15 @@ def _child_env(threads: int) -> dict[str, str]:
                         f"intra_op_parallelism_threads={threads}").strip()
     env["JAX_PLATFORMS"] = env.get("JAX_PLATFORMS", "cpu")
     return env
+
+
+# A child runs this file by path rather than as ``anyoptim.benchmark``, so that a peer's process
+# never imports the anyoptim package (nothing of it is loaded where it is not measured, and a
+# broken anyoptim build fails only the anyoptim variants). runpy keeps the file's folder off
+# sys.path, where anyoptim's own modules (io.py, ...) would shadow the standard library's.
+_CHILD = [sys.executable, "-c",
+          "import runpy, sys; runpy.run_path(sys.argv.pop(1), run_name='__main__')",
+          os.path.abspath(__file__)]
 
 
 def run_all(
@@ -319,16 +443,19 @@ def run_all(
                     continue
                 if progress:
                     progress(f"case {case}: {variant}" + (f" ({r + 1}/{repeats})" if repeats > 1 else ""))
-                cmd = [sys.executable, "-m", "anyoptim.benchmark", "--child", "--variant", variant,
-                       "--case", case, "--scale", str(scale), "--warmup", str(warmup),
-                       "--steps", str(steps)]
+                cmd = [*_CHILD, "--child", "--variant", variant, "--case", case,
+                       "--scale", str(scale), "--warmup", str(warmup), "--steps", str(steps)]
+                started = time.perf_counter()
                 proc = subprocess.run(cmd, capture_output=True, text=True,
                                       env=_child_env(threads), check=False)
+                wall = time.perf_counter() - started
                 if proc.returncode != 0:
                     tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
                     errors[variant] = tail[0]
                     continue
-                runs[variant].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                row = json.loads(proc.stdout.strip().splitlines()[-1])
+                row["process_s"] = round(wall, 2)  # the whole child: start, build, all steps
+                runs[variant].append(row)
         for variant in chosen:
             if variant in errors:
                 results.append({"variant": variant, "case": case, "error": errors[variant]})
@@ -358,22 +485,36 @@ def _ms(value: float) -> str:
     return f"{value:.2f}" if value >= 1 else f"{value:.3f}"
 
 
+def _per_tensor(value: float) -> str:
+    return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def _cases_in_order(results: list[dict[str, Any]]) -> list[str]:
+    seen = list(dict.fromkeys(r["case"] for r in results))
+    return sorted(seen, key=lambda c: CASES.index(c) if c in CASES else len(CASES))
+
+
 def table(results: list[dict[str, Any]]) -> str:
-    """A markdown table: ms, % of the memory limit and ratio to the best peer, per case."""
+    """Markdown tables, one per case: ms, % of the memory limit and ratio to the best peer."""
     lines = []
-    cases = sorted({r["case"] for r in results})
-    for case in cases:
+    for case in _cases_in_order(results):
         rows = [r for r in results if r["case"] == case]
         ok = [r for r in rows if "error" not in r]
-        limit = next((r for r in ok if r["variant"].startswith("limit")), None)
+        limit = next((r for r in ok if r["variant"] == LIMIT), None)
+        flimit = next((r for r in ok if r["variant"] == FUNCTIONAL_LIMIT), None)
         first: dict[str, Any] = ok[0] if ok else {"tensors": "?", "params": 0}
         lines.append(
             f"\n**Case ({case})**: {first['tensors']} tensors, {first['params'] / 1e6:.2f}M "
             f"float32 parameters, {BYTES_PER_PARAM * first['params'] / 1e6:.0f} MB moved per step"
         )
+        notes = []
         if limit:
             gbs = BYTES_PER_PARAM * limit["params"] / (limit["median_ms"] / 1e3) / 1e9
-            lines.append(f"(limit: {_ms(limit['median_ms'])} ms = {gbs:.1f} GB/s)")
+            notes.append(f"limit: {_ms(limit['median_ms'])} ms = {gbs:.1f} GB/s")
+        if flimit:
+            notes.append(f"functional limit: {_ms(flimit['median_ms'])} ms")
+        if notes:
+            lines.append(f"({'; '.join(notes)})")
         lines.append("")
         lines.append("| variant | library | ms/step (median) | limit / time | vs best peer "
                      "| µs per tensor over limit | peak RSS growth |")
@@ -388,7 +529,7 @@ def table(results: list[dict[str, Any]]) -> str:
             best = min((p["median_ms"] for p in peers), default=None)
             ratio = f"{best / r['median_ms']:.2f}x" if best and r["variant"].startswith("anyoptim") else ""
             pct = f"{100 * limit['median_ms'] / r['median_ms']:.0f}%" if limit else ""
-            per_tensor = (f"{1e3 * (r['median_ms'] - limit['median_ms']) / r['tensors']:.1f}"
+            per_tensor = (_per_tensor(1e3 * (r["median_ms"] - limit["median_ms"]) / r["tensors"])
                           if limit and r is not limit else "")
             lines.append(
                 f"| {r['variant']} | {lib} | {_ms(r['median_ms'])} | {pct} | {ratio} "
@@ -397,8 +538,115 @@ def table(results: list[dict[str, Any]]) -> str:
     lines.append("")
     lines.append("\"vs best peer\" = the fastest non-anyoptim variant on the same library divided by "
                  "anyoptim's time (> 1 means anyoptim is faster). \"limit / time\" is the share of "
-                 "the memory-bandwidth limit reached.")
+                 "the memory-bandwidth limit (the in-place one) reached. \"µs per tensor over "
+                 "limit\" = (time - limit time) / number of tensors: the per-tensor overhead.")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- targets
+@dataclass(frozen=True)
+class Target:
+    """One performance target: ``variant`` measured against ``reference`` on ``case``.
+
+    ``unit`` "x": the ratio time / reference time must be at most ``bound``;
+    ``unit`` "us/tensor": (time - reference time) / number of tensors, in microseconds, must be
+    at most ``bound``.
+    """
+
+    case: str
+    variant: str
+    reference: str
+    bound: float
+    unit: str = "x"
+
+    @property
+    def label(self) -> str:
+        if self.unit == "x":
+            return f"{self.variant} / {self.reference}"
+        return f"{self.variant}: per-tensor overhead over {self.reference}"
+
+
+def _targets() -> tuple[Target, ...]:
+    out: list[Target] = []
+
+    def each(cases: str, variant: str, reference: str, bounds: tuple[float, ...]) -> None:
+        out.extend(Target(c, variant, reference, b) for c, b in zip(cases.split(","), bounds))
+
+    each("a,b,c", "anyoptim numpy update", LIMIT, (1.15, 1.15, 2.0))
+    each("a,b,c", "anyoptim numpy apply_gradients", FUNCTIONAL_LIMIT, (1.2, 1.2, 3.0))
+    each("a,b,c", "anyoptim torch update", "torch AdamW fused", (1.05, 1.05, 1.0))
+    each("a,b,c", "anyoptim torch apply_gradients", "torch AdamW fused", (2.0, 2.0, 2.0))
+    each("a,b,c", "anyoptim jax pure_step jit+donate", "optax adamw jit+donate", (1.0, 1.0, 1.0))
+    each("a,b,c", "anyoptim mlx compiled", "mlx.optimizers compiled", (1.0, 1.0, 1.0))
+    out.append(Target("tiny", "anyoptim numpy update", LIMIT, 0.5, "us/tensor"))
+    return tuple(out)
+
+
+TARGETS = _targets()
+
+
+def evaluate_targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The targets whose case was measured, each with its measured value and verdict.
+
+    ``met`` is None (and ``note`` says why) where a variant was not run or failed.
+    """
+    by_key = {(r["case"], r["variant"]): r for r in results}
+    cases = {r["case"] for r in results}
+    rows = []
+    for t in TARGETS:
+        if t.case not in cases:
+            continue
+        row: dict[str, Any] = {"target": t.label, "case": t.case, "variant": t.variant,
+                               "reference": t.reference, "unit": t.unit, "bound": t.bound,
+                               "measured": None, "met": None}
+        mine, ref = by_key.get((t.case, t.variant)), by_key.get((t.case, t.reference))
+        missing = [name for name, r in ((t.variant, mine), (t.reference, ref)) if r is None]
+        failed = [name for name, r in ((t.variant, mine), (t.reference, ref))
+                  if r is not None and "error" in r]
+        if missing or failed:
+            row["note"] = "; ".join([f"{n}: not run" for n in missing]
+                                    + [f"{n}: failed" for n in failed])
+        else:
+            assert mine is not None and ref is not None
+            if t.unit == "x":
+                value = mine["median_ms"] / ref["median_ms"]
+            else:
+                value = 1e3 * (mine["median_ms"] - ref["median_ms"]) / mine["tensors"]
+            row["measured"] = value
+            row["met"] = bool(value <= t.bound)
+            if mine.get("scale", 1.0) != 1.0:
+                row["scale"] = mine["scale"]
+        rows.append(row)
+    return rows
+
+
+def targets_table(rows: list[dict[str, Any]]) -> str:
+    """The evaluated targets (see :func:`evaluate_targets`) as a markdown table."""
+    if not rows:
+        return ""
+    lines = ["", "**Targets** (ratio = time / reference time; lower is better)", "",
+             "| target | case | measured | target | verdict |", "|---|---|---|---|---|"]
+    for r in rows:
+        unit = "x" if r["unit"] == "x" else " µs"
+        case = f"({r['case']})" + (f" at scale {r['scale']:g}" if "scale" in r else "")
+        if r["measured"] is None:
+            measured, verdict = "—", f"not measured ({r.get('note', '')})"
+        else:
+            digits = 2 if r["unit"] == "x" or abs(r["measured"]) < 10 else 1
+            measured = f"{r['measured']:.{digits}f}{unit}"
+            verdict = "met" if r["met"] else "**not met**"
+        lines.append(f"| {r['target']} | {case} | {measured} | ≤ {r['bound']:g}{unit} | {verdict} |")
+    met = sum(1 for r in rows if r["met"])
+    measured_n = sum(1 for r in rows if r["met"] is not None)
+    lines.append("")
+    lines.append(f"{met} of {measured_n} measured targets met"
+                 + (f" ({len(rows) - measured_n} not measured)." if measured_n < len(rows) else "."))
+    return "\n".join(lines)
+
+
+def report(results: list[dict[str, Any]]) -> str:
+    """The per-case tables followed by the targets table."""
+    return table(results) + "\n" + targets_table(evaluate_targets(results))
 
 
 def plot(results: list[dict[str, Any]], path: str) -> None:
@@ -428,7 +676,8 @@ def plot(results: list[dict[str, Any]], path: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", default="a,b,c,small")
+    parser.add_argument("--cases", default=",".join(CASES),
+                        help=f"comma-separated, from {', '.join(CASES)} (default: all)")
     parser.add_argument("--variants", default="", help="comma-separated; default: all installed")
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--warmup", type=int, default=5)
@@ -444,19 +693,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(measure(args.variant, args.case, args.scale, args.warmup, args.steps)))
         return 0
+    cases = [c for c in args.cases.split(",") if c]
+    unknown = [c for c in cases if c not in CASES] + [
+        v for v in args.variants.split(",") if v and v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown case(s)/variant(s): {', '.join(unknown)}; cases: "
+                     f"{', '.join(CASES)}; variants: {'; '.join(VARIANTS)}")
     variants = [v for v in args.variants.split(",") if v] or None
-    results = run_all(args.cases.split(","), variants, args.scale, args.warmup, args.steps,
+    results = run_all(cases, variants, args.scale, args.warmup, args.steps,
                       args.threads, progress=lambda s: print(s, file=sys.stderr, flush=True),
                       repeats=args.repeats)
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     header = (f"Measured {time.strftime('%Y-%m-%d')} on {machine()}, {args.threads} threads, "
               f"{args.steps} timed steps after {args.warmup} warm-up steps, {args.repeats} "
               "process(es) per variant (median of the per-process medians).\n")
-    text = header + table(results)
+    text = header + report(results)
     with open(args.out + ".md", "w") as fh:
         fh.write(text + "\n")
     with open(args.out + ".json", "w") as fh:
-        json.dump({"machine": machine(), "results": results}, fh, indent=1)
+        json.dump({"machine": machine(), "results": results,
+                   "targets": evaluate_targets(results)}, fh, indent=1)
     plot(results, args.out + ".png")
     print(text)
     return 0

@@ -69,8 +69,13 @@ def scalar_ops() -> types.ModuleType:
 
 
 # ----------------------------------------------------------------------------- kernels
-def _driver(elem: Any, n_states: int, inplace: bool, parallel: bool) -> Any:
-    """A loop running ``elem`` over whole 1-D arrays (generated for ``n_states`` arrays)."""
+def _driver(elem: Any, n_states: int, n_scalars: int, inplace: bool, parallel: bool) -> Any:
+    """A loop running ``elem`` over whole 1-D arrays (generated for ``n_states`` arrays).
+
+    The scalars arrive as one 1-D array of the parameters' dtype and are unpacked into the
+    element function's tuple inside the compiled code: NumPy scalar objects passed from Python
+    are kept alive by numba's dispatcher (about 100 bytes per call, a leak over a long run).
+    """
     import numba
 
     states = [f"s{i}" for i in range(n_states)]
@@ -83,7 +88,8 @@ def _driver(elem: Any, n_states: int, inplace: bool, parallel: bool) -> Any:
         params = ["p", "g", *states, *outs]
         targets = [f"{o}[i]" for o in outs]
     source = (
-        f"def run({', '.join(params)}, sc):\n"
+        f"def run({', '.join(params)}, c):\n"
+        f"    sc = ({''.join(f'c[{i}], ' for i in range(n_scalars))})\n"
         f"    for i in prange(p.shape[0]):\n"
         f"        {', '.join(targets)}, = elem({', '.join(inputs)}, sc)\n"
     )
@@ -96,13 +102,13 @@ def _driver(elem: Any, n_states: int, inplace: bool, parallel: bool) -> Any:
 
 
 @functools.cache
-def kernel_for(element: Callable, flags: tuple, n_states: int, inplace: bool,
+def kernel_for(element: Callable, flags: tuple, n_states: int, n_scalars: int, inplace: bool,
                parallel: bool) -> Any:
     """The compiled driver for a rule's element function under ``flags``."""
     import numba
 
     elem = numba.njit(inline="always")(element(scalar_ops(), flags))
-    return _driver(elem, n_states, inplace, parallel)
+    return _driver(elem, n_states, n_scalars, inplace, parallel)
 
 
 # ----------------------------------------------------------------------------- buffer reuse
@@ -222,9 +228,9 @@ def step(
         key = (p.dtype, size >= PARALLEL_MIN_SIZE)
         entry = kernels.get(key)
         if entry is None:
-            sc = tuple(_scalar(x, pv.dtype) for x in scalars(p.dtype))
+            sc = np.array([_scalar(x, pv.dtype) for x in scalars(p.dtype)], dtype=pv.dtype)
             entry = kernels[key] = (
-                kernel_for(rule.element, flags, len(keys), inplace, key[1]), sc)
+                kernel_for(rule.element, flags, len(keys), len(sc), inplace, key[1]), sc)
         fn, sc = entry
         if pv.ndim != 1:  # the common 1-D case needs no flattened views
             pv, gv = pv.reshape(-1), gv.reshape(-1)

@@ -10,15 +10,18 @@ from ._common import UsageError, check_writable, emit_json, wrap
 
 EPILOG = """\
 examples:
-  anyoptim bench                         quick run: cases a, c and small at 1/4 size
+  anyoptim bench                         quick run: cases a, c, small and tiny at 1/4 size
   anyoptim bench --cases c --scale 1     case (c) at full size (2000 tensors of 1000)
   anyoptim bench --full                  what bench/run.py measures (minutes)
   anyoptim bench --json --plot bench.png
 
 cases: (a) one 4096x4096 matrix, (b) a 146-tensor transformer (25.2M), (c) 2000 tensors of
-1000 elements, (small) 10 tensors of 10x10 (Python overhead). --scale shrinks a, b and c.
+1000 elements, (small) 10 tensors of 10x10 (Python overhead), (tiny) 10,000 tensors of 10
+elements (per-tensor overhead). --scale shrinks a, b, c and tiny.
 Each variant runs in its own process with the same thread count; figures are medians. The
-"limit" variant is a numba kernel over one flat buffer: the memory-bandwidth limit.
+"limit" variant is a numba kernel over one flat buffer, in place: the memory-bandwidth limit;
+the "functional limit" writes new arrays each step. A targets table follows the per-case
+tables (at a reduced --scale its ratios are only indicative).
 """
 
 
@@ -33,7 +36,8 @@ def add_parser(subparsers: Any, formatter: type[argparse.HelpFormatter]) -> None
         epilog=EPILOG,
         formatter_class=formatter,
     )
-    p.add_argument("--cases", default=None, help="comma-separated cases (default a,c,small)")
+    p.add_argument("--cases", default=None,
+                   help="comma-separated cases (default a,c,small,tiny)")
     p.add_argument("--variants", default="", help="comma-separated variant names (default all)")
     p.add_argument("--scale", type=float, default=None, help="size factor (default 0.25)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 10)")
@@ -48,10 +52,11 @@ def add_parser(subparsers: Any, formatter: type[argparse.HelpFormatter]) -> None
 def run(args: argparse.Namespace) -> int:
     from .. import benchmark
 
-    cases = (args.cases or ("a,b,c,small" if args.full else "a,c,small")).split(",")
+    default_cases = ",".join(benchmark.CASES) if args.full else "a,c,small,tiny"
+    cases = (args.cases or default_cases).split(",")
     for case in cases:
-        if case not in ("a", "b", "c", "small"):
-            raise UsageError(f"unknown case {case!r}; choose from a, b, c, small")
+        if case not in benchmark.CASES:
+            raise UsageError(f"unknown case {case!r}; choose from {', '.join(benchmark.CASES)}")
     scale = args.scale if args.scale is not None else (1.0 if args.full else 0.25)
     steps = args.steps if args.steps is not None else (30 if args.full else 10)
     if not 0 < scale <= 1:
@@ -71,9 +76,10 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         benchmark.plot(results, args.plot)
     if args.json:
-        emit_json({"machine": benchmark.machine(), "scale": scale, "results": results})
+        emit_json({"machine": benchmark.machine(), "scale": scale, "results": results,
+                   "targets": benchmark.evaluate_targets(results)})
     else:
         print(f"{benchmark.machine()}; scale {scale}, {steps} steps, {args.threads} threads")
-        print(benchmark.table(results))
+        print(benchmark.report(results))
     failed = [r for r in results if "error" in r]
     return 1 if failed and len(failed) == len(results) else 0

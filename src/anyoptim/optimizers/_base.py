@@ -62,6 +62,10 @@ class Optimizer:
     #: The attributes passed to the rule (with ``learning_rate``) as the mapping ``h``.
     hyperparameters: tuple[str, ...] = ()
 
+    # False while a MultiOptimizer that may undo the update drives this one (fused executors
+    # may write the new state into buffers nobody else holds)
+    _fused_allowed = True
+
     def __init__(self, schedulers: Mapping[str, Schedule] | None = None) -> None:
         self._initialized = False
         self._state: dict[str, Any] = {"step": _backend.host_scalar(0, np.uint64)}

@@ -8,7 +8,7 @@ from typing import Any
 from .. import _backend
 from ..errors import MissingStateError
 from . import _step, _tree
-from ._base import Hyperparameters, Optimizer
+from ._base import SKIPPED, Hyperparameters, Optimizer
 from ._tree import PathError
 
 Filter = Callable[[str, Any], bool]
@@ -99,7 +99,11 @@ class MultiOptimizer(Optimizer):
         results = []
         try:
             for opt, part in zip(self.optimizers, parts):
-                results.append(opt.apply_gradients(part, parameters, hyperparameters))
+                opt._fused_allowed = not self.skip_nonfinite  # the snapshots must stay intact
+                try:
+                    results.append(opt.apply_gradients(part, parameters, hyperparameters))
+                finally:
+                    del opt._fused_allowed
         except BaseException:
             self._restore(snapshots, initialized)
             raise
@@ -128,11 +132,17 @@ class MultiOptimizer(Optimizer):
             for target, saved in snapshot:
                 for key, value in list(target.items()):
                     old = saved.get(key)
-                    if key == "skipped_steps":
+                    if key == SKIPPED:
                         continue  # each sub-optimizer counts its own skipped steps
                     if _backend.is_array(old) and _backend.is_array(value):
                         old = _backend.to_library(old, value)  # e.g. a step not yet adopted
                         target[key] = _backend.finalize(xp.where(ok, value, old))
+        for opt in self.optimizers:  # every part skipped the step: each counts it
+            state = opt._state
+            count = state.get(SKIPPED)
+            if count is None:
+                count = _backend.finalize(state["step"] * 0)
+            state[SKIPPED] = _backend.finalize(xp.where(ok, count, count + 1))
         return [_backend.finalize(xp.where(ok, a, b)) for a, b in zip(new, params)]
 
     def pure_step(self, parameters: Any, gradients: Any, state: Any,

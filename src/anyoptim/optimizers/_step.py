@@ -89,8 +89,10 @@ def apply(opt: Optimizer, gradients: Any, parameters: Any, hyper: Hyperparameter
         new: list[Any] = []
         in_place = True
         if grads:
+            # fused executors may reuse state buffers, which a skipped step must keep intact
+            fused = not skip and opt._fused_allowed
             new, in_place = _execute(opt, xp, structure, grads, params, states, hyper,
-                                     inplace and not skip, commits)
+                                     inplace and not skip, commits, fused)
             if skip:
                 new = _keep_if_finite(opt, xp, grads, params, new, commits, saved)
     except BaseException:
@@ -201,7 +203,7 @@ def check_leaves(grads: list[Any], params: list[Any], states: list[Any] | None) 
 
 def _execute(opt: Optimizer, xp: Any, structure: Any, grads: list[Any], params: list[Any],
              states: list[dict[str, Any]], hyper: Hyperparameters | None, inplace: bool,
-             commits: Commits) -> tuple[list[Any], bool]:
+             commits: Commits, fused: bool) -> tuple[list[Any], bool]:
     """Run every hyperparameter group; fill ``commits`` with the new state to store."""
     rule = opt.rule
     step = opt._state["step"]
@@ -219,7 +221,8 @@ def _execute(opt: Optimizer, xp: Any, structure: Any, grads: list[Any], params: 
         if extra:
             h = {**h, **extra}
         if rule is not None:
-            out, new_states = run_elementwise(rule, xp, h, step, list(zip(g_, p_, s_)), inplace)
+            out, new_states = run_elementwise(rule, xp, h, step, list(zip(g_, p_, s_)), inplace,
+                                              fused)
             if new_states is not None:
                 in_place = False
                 keys = rule.state

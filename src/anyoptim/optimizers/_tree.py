@@ -281,8 +281,9 @@ def split(tree: Any, part_of: Iterator[int], n: int) -> list[Any]:
 
     Dicts keep their keys (digit strings included) and sequences their positions: a leaf that
     belongs elsewhere leaves an empty dict in its place, so every part still lines up with the
-    parameters. Containers left without leaves in a part are dropped from it (a dict entry) or
-    kept as empty dicts (a sequence position).
+    parameters. Sequences become lists and containers left without leaves in a part are
+    dropped (a dict entry, trailing sequence positions) or become empty dicts (other
+    positions): the layout ``tree_unflatten(tree_flatten(part))`` gives, which is MLX's.
     """
     parts, _ = _split(tree, part_of, n)
     return [p if p is not _EMPTY else {} for p in parts]
@@ -313,8 +314,8 @@ def _split(tree: Any, part_of: Iterator[int], n: int) -> tuple[list[Any], bool]:
             if not col:
                 result.append(_EMPTY)
                 continue
-            items = [{} if c is _EMPTY else c for c in col]
-            result.append(_rebuild(tree, items) if len(items) == len(tree) else list(items))
+            # lists, as tree_unflatten (and so MLX) builds them: the state layout matches
+            result.append([{} if c is _EMPTY else c for c in col])
         return result, True
     target = next(part_of)
     return [tree if i == target else _EMPTY for i in range(n)], False
