@@ -354,6 +354,20 @@ NUMBA_VARIANTS = frozenset({LIMIT, FUNCTIONAL_LIMIT, "anyoptim numpy update",
                             "anyoptim numpy apply_gradients"})
 
 
+# Libraries whose variants a case runs only when they are named in ``variants``: on "tiny"
+# (10,000 leaves) jax.jit and mx.compile spend minutes compiling the step, and the case exists
+# for the per-tensor overhead of the NumPy and PyTorch paths.
+ON_REQUEST_ONLY: dict[str, frozenset[str]] = {"tiny": frozenset({"jax", "mlx"})}
+
+
+def variants_for(case: str, variants: list[str] | None = None) -> list[str]:
+    """The installed variants that run on ``case``: ``variants`` as given, or the default set."""
+    if variants:
+        return [v for v in variants if installed(v)]
+    skip = ON_REQUEST_ONLY.get(case, frozenset())
+    return [v for v in VARIANTS if installed(v) and VARIANTS[v][0] not in skip]
+
+
 def installed(variant: str) -> bool:
     """Whether the library a variant needs can be imported here (unknown names: False)."""
     entry = VARIANTS.get(variant)
@@ -425,16 +439,18 @@ def run_all(
     progress: Callable[[str], None] | None = None,
     repeats: int = 1,
 ) -> list[dict[str, Any]]:
-    """Measure every installed variant on every case, each in its own subprocess.
+    """Measure the variants on every case, each in its own subprocess.
+
+    ``variants`` None: every installed variant (see :func:`variants_for` for the exceptions).
 
     With ``repeats`` > 1 every variant runs in that many separate processes, interleaved
     (all variants once, then all again, ...), and the median of the per-process medians is
     reported: where the memory of a process lands (huge pages or not, which cache lines) moves a
     single process's figure by up to tens of percent on a shared machine.
     """
-    chosen = [v for v in (variants or list(VARIANTS)) if installed(v)]
     results = []
     for case in cases:
+        chosen = variants_for(case, variants)
         runs: dict[str, list[dict[str, Any]]] = {v: [] for v in chosen}
         errors: dict[str, str] = {}
         for r in range(repeats):

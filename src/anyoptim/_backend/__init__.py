@@ -20,8 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from ..utils import _rebuild
-
 __all__ = [
     "OPS",
     "as_state_array",
@@ -349,19 +347,29 @@ def is_inexact(x: Any) -> bool:
         import mlx.core as mx
 
         return bool(mx.issubdtype(dtype, mx.inexact))
-    return bool(_namespace_for(name).isdtype(dtype, ("real floating", "complex floating")))
-
-
-_COUNTER_DTYPES = {
-    "numpy": ("uint64",), "cupy": ("uint64",), "torch": ("torch.int64",),
-    "jax": ("uint32", "uint64"), "mlx": ("mlx.core.uint64",),
-}
+    return bool(_namespace_for(name or "").isdtype(dtype, ("real floating", "complex floating")))
 
 
 def is_counter(x: Any, lib: str | None) -> bool:
-    """True if ``x`` is a step counter of library ``lib`` in that library's counter dtype."""
+    """True if ``x`` is a step counter of library ``lib`` in that library's counter dtype
+    (uint64; int64 on torch, which has no uint64 arithmetic; uint32 or uint64 on JAX)."""
     name = library_name(x)
-    return name == lib and str(x.dtype) in _COUNTER_DTYPES.get(name or "", ())
+    if name != lib:
+        return False
+    dtype = x.dtype
+    if name in ("numpy", "cupy"):
+        return bool(dtype == np.uint64)
+    if name == "torch":
+        import torch
+
+        return bool(dtype == torch.int64)
+    if name == "jax":
+        return bool(dtype == np.uint32 or dtype == np.uint64)
+    if name == "mlx":
+        import mlx.core as mx
+
+        return bool(dtype == mx.uint64)
+    return True
 
 
 def difference(new: Any, old: Any) -> Any:

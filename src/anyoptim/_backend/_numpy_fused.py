@@ -198,7 +198,7 @@ def step(
         if pv is None or gv is None:
             return NotImplemented
         dtype = pv.dtype
-        if gv.dtype is not dtype and gv.dtype != dtype or gv.shape != pv.shape:
+        if (gv.dtype is not dtype and gv.dtype != dtype) or gv.shape != pv.shape:
             return NotImplemented
         views = []
         for key in keys:
@@ -208,7 +208,7 @@ def step(
                 return NotImplemented
             views.append(av)
         plan.append((p, s, pv, gv, views))
-    kernels: dict[tuple[Any, bool], tuple[Any, tuple[Any, ...]]] = {}
+    kernels: dict[tuple[Any, bool], tuple[Any, Any]] = {}
     new_params = []
     new_states = []
     for p, s, pv, gv, views in plan:
@@ -221,7 +221,7 @@ def step(
             out_p = _empty_like(p)
             new_params.append(out_p)
             new_states.append(fresh)
-            outs = [_numpy_view(a, True) for a in (out_p, *fresh)]
+            outs = [_numpy_view(a, True) for a in (out_p, *fresh)]  # type: ignore[misc]
         size = pv.size
         if size == 0:
             continue

@@ -29,7 +29,7 @@ def _adam_scalars(xp: Any, h: Hyper, step: Any, dtype: Any) -> tuple[Any, ...]:
 def _adam(ops: Any, flags: tuple[bool, ...]) -> Any:
     decoupled, bias_correction = flags
 
-    def adam(p, g, m, v, sc):
+    def adam(p: Any, g: Any, m: Any, v: Any, sc: Any) -> Any:
         lr, b1, one_minus_b1, b2, one_minus_b2, eps, decay, c1, c2 = sc
         if decoupled:
             p = p * decay
@@ -48,7 +48,7 @@ def _adamax_scalars(xp: Any, h: Hyper, step: Any, dtype: Any) -> tuple[Any, ...]
 
 
 def _adamax(ops: Any, flags: tuple) -> Any:
-    def adamax(p, g, m, v, sc):
+    def adamax(p: Any, g: Any, m: Any, v: Any, sc: Any) -> Any:
         lr, b1, one_minus_b1, b2, eps = sc
         m = b1 * m + one_minus_b1 * g
         v = ops.maximum(b2 * v, ops.abs(g))

@@ -14,7 +14,7 @@ def _rmsprop_scalars(xp: Any, h: Hyper, step: Any, dtype: Any) -> tuple[Any, ...
 
 
 def _rmsprop(ops: Any, flags: tuple) -> Any:
-    def rmsprop(p, g, v, sc):
+    def rmsprop(p: Any, g: Any, v: Any, sc: Any) -> Any:
         lr, alpha, one_minus_alpha, eps = sc
         v = alpha * v + one_minus_alpha * (g * g)
         return p - lr * g / (ops.sqrt(v) + eps), v
@@ -27,7 +27,7 @@ def _adagrad_scalars(xp: Any, h: Hyper, step: Any, dtype: Any) -> tuple[Any, ...
 
 
 def _adagrad(ops: Any, flags: tuple) -> Any:
-    def adagrad(p, g, v, sc):
+    def adagrad(p: Any, g: Any, v: Any, sc: Any) -> Any:
         lr, eps = sc
         v = v + g * g
         return p - lr * g / (ops.sqrt(v) + eps), v
@@ -40,7 +40,7 @@ def _adadelta_scalars(xp: Any, h: Hyper, step: Any, dtype: Any) -> tuple[Any, ..
 
 
 def _adadelta(ops: Any, flags: tuple) -> Any:
-    def adadelta(p, g, v, u, sc):
+    def adadelta(p: Any, g: Any, v: Any, u: Any, sc: Any) -> Any:
         lr, rho, one_minus_rho, eps = sc
         v = rho * v + one_minus_rho * (g * g)
         d = ops.sqrt(u + eps) / ops.sqrt(v + eps) * g

@@ -193,7 +193,6 @@ class Optimizer:
         ``new - old`` of every parameter (float32 for 16-bit parameters, else the parameter's
         dtype), for front-ends that add updates themselves (``optax.apply_updates``)."""
         new = self.apply_gradients(gradients, parameters, hyperparameters)
-        g_structure, g_leaves = _tree.flatten(gradients)
         n_structure, n_leaves = _tree.flatten(new)
         old: list[Any] = []
         _tree.gather(gradients, parameters, parameters, [], old, [])

@@ -27,7 +27,7 @@ def _scalars(xp: Any, h: Hyper, step: Any, dtype: Any) -> tuple[Any, ...]:
 def _element(ops: Any, flags: tuple[bool, ...]) -> Any:
     (use_decay,) = flags
 
-    def lion(p, g, m, sc):
+    def lion(p: Any, g: Any, m: Any, sc: Any) -> Any:
         lr, b1, one_minus_b1, b2, one_minus_b2, decay = sc
         c = b1 * m + one_minus_b1 * g
         m = b2 * m + one_minus_b2 * g

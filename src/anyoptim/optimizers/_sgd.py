@@ -22,7 +22,7 @@ def _scalars(xp: Any, h: Hyper, step: Any, dtype: Any) -> tuple[Any, ...]:
 def _element(ops: Any, flags: tuple[bool, ...]) -> Any:
     use_wd, use_momentum, use_dampening, nesterov = flags
 
-    def sgd(p, g, v, sc):
+    def sgd(p: Any, g: Any, v: Any, sc: Any) -> Any:
         lr, momentum, wd, undamped = sc
         if use_wd:
             g = g + wd * p
