@@ -1,8 +1,10 @@
-"""Full benchmark: every installed variant on cases (a), (b), (c) and the 10-tensor case.
+"""Full benchmark: every installed variant on cases (a), (b), (c), small and tiny.
 
-    python bench/run.py                 # writes bench/results.{md,json,png}
+    python bench/run.py                         # writes bench/results.{md,json,png}
+    python bench/run.py --cases a,b,c,tiny      # every ratio the performance targets name
     python bench/run.py --cases c --steps 50
 
+The per-case tables are followed by a targets table (also under "targets" in results.json).
 See src/anyoptim/benchmark.py for what is measured and how.
 """
 
