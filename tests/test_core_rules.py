@@ -50,12 +50,12 @@ class ScaledSign(Optimizer):
     hyperparameters = ("beta",)
 
     @staticmethod
-    def _scalars(xp, h, step, dtype):  # noqa: ANN001, ANN205
+    def _scalars(xp, h, step, dtype):
         return (learning_rate(xp, h, dtype), h["beta"], 1 - h["beta"])
 
     @staticmethod
-    def _element(ops, flags):  # noqa: ANN001, ANN205
-        def element(p, g, m, sc):  # noqa: ANN001, ANN202
+    def _element(ops, flags):
+        def element(p, g, m, sc):
             lr, beta, one_minus_beta = sc
             m = beta * m + one_minus_beta * g
             return p - lr * ops.sign(m) * ops.sqrt(ops.abs(m)), m
@@ -101,7 +101,7 @@ def test_user_rule_runs_fused_and_equals_the_reference(lib: Backend, in_place: b
     calls: list = []
     original = _numpy_fused.kernel_for
 
-    def spy(*args):  # noqa: ANN002, ANN202
+    def spy(*args):
         calls.append(args[0])
         return original(*args)
 
@@ -145,8 +145,8 @@ def test_torch_multi_tensor_executor_equals_reference(name: str, in_place: bool,
 def test_user_rule_on_every_library_agrees(lib: Backend) -> None:
     numpy_lib = _lib(LIBS[0])
     make = lambda: ScaledSign(0.05)  # noqa: E731
-    ours, state = _run(make, lib)
-    ref, ref_state = _run(make, numpy_lib)
+    ours, _ = _run(make, lib)
+    ref, _ = _run(make, numpy_lib)
     for k in ref:
         np.testing.assert_allclose(ours[k].astype(np.float64), ref[k], rtol=2e-6, atol=1e-7)
 
@@ -156,15 +156,15 @@ class GlobalNormSGD(Optimizer):
 
     hyperparameters = ()
 
-    def prepare(self, gradients, parameters, states, h):  # noqa: ANN001, ANN201
+    def prepare(self, gradients, parameters, states, h):
         xp = self.xp
         total = sum(xp.sum(g * g) for g in gradients)
         return {"norm": xp.sqrt(total)}
 
-    def init_single(self, parameter, state):  # noqa: ANN001, ANN201
+    def init_single(self, parameter, state):
         state["seen"] = self.xp.zeros_like(parameter)
 
-    def update_tensor(self, gradient, parameter, state, h):  # noqa: ANN001, ANN201
+    def update_tensor(self, gradient, parameter, state, h):
         state["seen"] = state["seen"] + 1
         return parameter - h["learning_rate"] * gradient / h["norm"]
 
@@ -241,7 +241,7 @@ def test_unknown_or_malformed_hyperparameters_change_nothing() -> None:
     params = {"w": np.ones(2, np.float32)}
     grads = {"w": np.ones(2, np.float32)}
     opt.init(params)
-    with pytest.raises(ValueError, match="unknown hyperparameter 'weight_decay'.*'betas'"):
+    with pytest.raises(ValueError, match=r"unknown hyperparameter 'weight_decay'.*'betas'"):
         opt.apply_gradients(grads, params, hyperparameters={"weight_decay": 0.1})
     with pytest.raises(TypeError, match="mapping or a function"):
         opt.apply_gradients(grads, params, hyperparameters=[("w", {})])
@@ -256,22 +256,18 @@ def test_traced_hyperparameters_under_jit() -> None:
     rng = np.random.default_rng(2)
     params = {"w": jnp.asarray(rng.standard_normal((3, 4)), jnp.float32)}
     grads = {"w": jnp.asarray(rng.standard_normal((3, 4)), jnp.float32)}
-    traces = []
-
-    def step(p, g, s, lr, b1, wd):
-        traces.append(1)
-        return opt.pure_step(p, g, s, hyperparameters={
-            "learning_rate": lr, "betas": (b1, 0.999), "weight_decay": wd})
-
     for name in ("AdamW", "Lion", "SGD"):
-        traces.clear()
         kw = {"SGD": {"momentum": 0.9}}.get(name, {})
         opt = getattr(optim, name)(0.1, **kw)
-        if name == "SGD":
-            def step(p, g, s, lr, b1, wd):  # noqa: F811
-                traces.append(1)
-                return opt.pure_step(p, g, s, hyperparameters={
-                    "learning_rate": lr, "momentum": b1, "weight_decay": wd})
+        traces: list[int] = []
+        beta = "momentum" if name == "SGD" else "betas"
+
+        def step(p, g, s, lr, b1, wd, opt=opt, traces=traces, beta=beta):
+            traces.append(1)
+            return opt.pure_step(p, g, s, hyperparameters={
+                "learning_rate": lr, beta: b1 if beta == "momentum" else (b1, 0.999),
+                "weight_decay": wd})
+
         opt.init(params)
         jitted = jax.jit(step)
         for lr, b1, wd in [(0.01, 0.9, 0.1), (0.02, 0.8, 0.0), (0.005, 0.95, -0.1)]:
@@ -395,7 +391,7 @@ def test_mlx_compiled_step_without_parameters_follows_the_schedule() -> None:
 
     import mlx.optimizers as mlx_optim
 
-    def run(lib):  # noqa: ANN001, ANN202
+    def run(lib):
         opt = lib.SGD(learning_rate=lib.linear_schedule(1.0, 0.0, 10))
         state = [opt.state]
 
