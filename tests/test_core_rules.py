@@ -99,13 +99,14 @@ def test_user_rule_runs_fused_and_equals_the_reference(lib: Backend, in_place: b
     from anyoptim._backend import _numpy_fused
 
     calls: list = []
-    original = _numpy_fused.kernel_for
+    for name in ("kernel_for", "batched_kernel_for"):  # one array at a time, many at once
+        original = getattr(_numpy_fused, name)
 
-    def spy(*args):
-        calls.append(args[0])
-        return original(*args)
+        def spy(*args, original=original):
+            calls.append(args[0])
+            return original(*args)
 
-    monkeypatch.setattr(_numpy_fused, "kernel_for", spy)
+        monkeypatch.setattr(_numpy_fused, name, spy)
     make = lambda: ScaledSign(optim.cosine_decay(0.1, 10))  # noqa: E731
     fused = _run(make, lib, in_place=in_place)
     assert ScaledSign.rule.element in calls, "the numba executor was not used"

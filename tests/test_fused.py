@@ -67,18 +67,20 @@ def reference_only(monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture
 def kernel_calls(monkeypatch: pytest.MonkeyPatch) -> list:
     calls: list = []
-    original = _numpy_fused.kernel_for
+    # one array per call, and many small arrays in one call (the in-place path)
+    for attr in ("kernel_for", "batched_kernel_for"):
+        original = getattr(_numpy_fused, attr)
 
-    def spy(name, *args, **kwargs):
-        kernel = original(name, *args, **kwargs)
+        def spy(name, *args, original=original, **kwargs):
+            kernel = original(name, *args, **kwargs)
 
-        def counted(*a):
-            calls.append(name)
-            return kernel(*a)
+            def counted(*a):
+                calls.append(name)
+                return kernel(*a)
 
-        return counted
+            return counted
 
-    monkeypatch.setattr(_numpy_fused, "kernel_for", spy)
+        monkeypatch.setattr(_numpy_fused, attr, spy)
     return calls
 
 

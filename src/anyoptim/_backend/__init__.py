@@ -59,6 +59,15 @@ def library_name(x: Any) -> str | None:
         return name
 
 
+def library_name_of_type(cls: type) -> str | None:
+    """:func:`library_name` for an array type."""
+    try:
+        return _LIBRARY_OF_TYPE[cls]
+    except KeyError:
+        name = _LIBRARY_OF_TYPE[cls] = _library_of_type(cls)
+        return name
+
+
 # Plain dict caches rather than functools.lru_cache: torch.compile traces through dict
 # lookups without warnings.
 _LIBRARY_OF_TYPE: dict[type, str | None] = {}

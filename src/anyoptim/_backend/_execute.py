@@ -25,6 +25,33 @@ from ._rules import Elementwise
 Leaves = list[tuple[Any, Any, dict[str, Any]]]
 
 
+class Columns(tuple):
+    """``(gradients, parameters, state dicts)``: three parallel lists, the form the executors
+    work on (a list of per-leaf tuples would cost an allocation per leaf)."""
+
+    __slots__ = ()
+
+    def __new__(cls, grads: list[Any], params: list[Any], states: list[Any]) -> Columns:
+        return super().__new__(cls, (grads, params, states))
+
+
+class KernelCache(dict):
+    """What executors keep between the updates of one optimizer (address tables of its arrays,
+    reused while the arrays stay the same objects).
+
+    Never copied or pickled: the addresses belong to these arrays in this process.
+    """
+
+    def __copy__(self) -> KernelCache:
+        return KernelCache()
+
+    def __deepcopy__(self, memo: Any) -> KernelCache:
+        return KernelCache()
+
+    def __reduce__(self) -> Any:
+        return (KernelCache, ())
+
+
 @functools.cache
 def _reference_element(element: Callable, xp: Any, flags: tuple) -> Callable:
     return element(xp, flags)
@@ -63,38 +90,44 @@ def run_elementwise(
     xp: Any,
     h: Mapping[str, Any],
     step: Any,
-    leaves: Leaves,
+    leaves: Leaves | Columns,
     inplace: bool,
     fused: bool = True,
+    cache: KernelCache | None = None,
 ) -> tuple[list[Any], list[list[Any]] | None]:
-    """Apply ``rule`` to ``leaves`` (gradient, parameter, state dict).
+    """Apply ``rule`` to ``leaves``: (gradient, parameter, state dict) tuples, or
+    :class:`Columns`.
 
     Returns the new parameters and the new state arrays per leaf (in ``rule.state`` order),
     for the caller to store; with ``inplace`` an executor that writes into the parameters and
     state arrays may be used, and then the state part is None (nothing left to store).
     ``inplace`` is a permission: the reference path always returns new arrays.
     """
+    if isinstance(leaves, Columns):
+        grads, params, states = leaves
+    else:
+        grads, params, states = ([list(c) for c in zip(*leaves)] if leaves else ([], [], []))
     flags = rule.flags(h)
     scalars = scalar_inputs(rule, xp, h, step)
     from .. import _backend  # looked up at call time: the tests switch executors off there
 
-    if fused and _backend.fused_enabled():
-        lib = library_name(leaves[0][0])
+    if fused and grads and _backend.fused_enabled():
+        lib = library_name(grads[0])
         if lib in ("numpy", "torch") and _backend.fused_numpy_available():
             from . import _numpy_fused
 
-            out = _numpy_fused.step(rule, flags, leaves, scalars, inplace)
+            out = _numpy_fused.step(rule, flags, grads, params, states, scalars, inplace, cache)
             if out is not NotImplemented:
                 return out
-        if lib == "torch" and _plain_tensors(leaves):
+        if lib == "torch" and _plain_tensors(grads, params, states):
             from . import _torch_foreach
 
-            return _torch_foreach.step(rule, flags, leaves, scalars, inplace)
+            return _torch_foreach.step(rule, flags, grads, params, states, scalars, inplace)
     fn = _reference_element(rule.element, xp, flags)
     keys = rule.state
     new_params = []
     new_states = []
-    for g, p, s in leaves:
+    for g, p, s in zip(grads, params, states):
         out = fn(p, g, *[s[k] for k in keys], scalars(g.dtype))
         new_params.append(finalize(out[0]))
         new_states.append([finalize(o) for o in out[1:]])
@@ -109,14 +142,14 @@ def run_reference(rule: Elementwise, xp: Any, h: Mapping[str, Any], step: Any, g
     return new_params[0], new_states[0]  # type: ignore[index]
 
 
-def _plain_tensors(leaves: Leaves) -> bool:
+def _plain_tensors(grads: list[Any], params: list[Any], states: list[Any]) -> bool:
     """Every gradient, parameter and state entry is a plain tensor (not a subclass such as
     DTensor, whose sharding rules are kept by the reference path), parameters and gradients on
     one device each."""
     import torch
 
     plain = (torch.Tensor, torch.nn.Parameter)
-    for g, p, s in leaves:
+    for g, p, s in zip(grads, params, states):
         if type(g) not in plain or type(p) not in plain or g.dtype != p.dtype:
             return False
         for a in s.values():

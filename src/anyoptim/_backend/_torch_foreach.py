@@ -129,11 +129,13 @@ def element_for(element: Callable, flags: tuple) -> Callable:
 def step(
     rule: Any,
     flags: tuple,
-    leaves: list[tuple[Any, Any, dict[str, Any]]],
+    grads: list[Any],
+    params: list[Any],
+    dicts: list[dict[str, Any]],
     scalars: Callable[[Any], tuple[Any, ...]],
     inplace: bool,
 ) -> tuple[list[Any], list[list[Any]] | None]:
-    """Run ``rule`` over ``leaves`` grouped by (device, dtype).
+    """Run ``rule`` over the leaves grouped by (device, dtype).
 
     In place, the parameters and state tensors are overwritten (``torch._foreach_copy_``) and
     ``(parameters, None)`` is returned; otherwise ``(new parameters, new state tensors per
@@ -143,16 +145,16 @@ def step(
 
     keys = rule.state
     groups: dict[tuple[Any, Any], list[int]] = {}
-    for i, (g, _p, _s) in enumerate(leaves):
+    for i, g in enumerate(grads):
         groups.setdefault((g.device, g.dtype), []).append(i)
     fn = element_for(rule.element, flags)
-    new_params: list[Any] = [None] * len(leaves)
-    new_states: list[Any] = [None] * len(leaves)
+    new_params: list[Any] = [None] * len(grads)
+    new_states: list[Any] = [None] * len(grads)
     with torch.no_grad():
         for (_device, dtype), index in groups.items():
-            ps = [leaves[i][1] for i in index]
-            gs = [leaves[i][0] for i in index]
-            states = [TensorList([leaves[i][2][k] for i in index]) for k in keys]
+            ps = [params[i] for i in index]
+            gs = [grads[i] for i in index]
+            states = [TensorList([dicts[i][k] for i in index]) for k in keys]
             out = fn(TensorList(ps), TensorList(gs), *states, scalars(dtype))
             new_p = out[0].items
             if inplace:

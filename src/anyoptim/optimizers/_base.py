@@ -65,6 +65,8 @@ class Optimizer:
     # False while a MultiOptimizer that may undo the update drives this one (fused executors
     # may write the new state into buffers nobody else holds)
     _fused_allowed = True
+    # what the executors keep between updates (anyoptim._backend._execute.KernelCache)
+    _kernels: Any
 
     def __init__(self, schedulers: Mapping[str, Schedule] | None = None) -> None:
         self._initialized = False

@@ -8,13 +8,15 @@ to the optimizer's per-tensor hook; the new state is stored only once everything
 
 from __future__ import annotations
 
+import itertools
+import operator
 import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import _backend
 from .._backend import finalize, library_name
-from .._backend._execute import run_elementwise
+from .._backend._execute import Columns, KernelCache, run_elementwise
 from ..errors import MissingStateError, TreeMismatchError
 from . import _tree
 from ._tree import PathError
@@ -119,8 +121,60 @@ def located(err: Exception, structure: Any) -> PathError:
 def check_leaves(grads: list[Any], params: list[Any], states: list[Any] | None) -> None:
     """Raise :class:`_LeafError` for the first leaf that cannot be updated (``states=None``:
     check gradients against parameters only)."""
-    if not grads:
+    if not grads or _all_fine(grads, params, states):
         return
+    _find_problem(grads, params, states)
+
+
+_shape = operator.attrgetter("shape")
+_dtype = operator.attrgetter("dtype")
+_device = operator.attrgetter("device")
+
+
+def _all_fine(grads: list[Any], params: list[Any], states: list[Any] | None) -> bool:
+    """The common case, checked with whole-list operations that run in C: one array type for
+    the gradients, parameters of the same library, equal shapes (and devices), floating
+    gradients, non-empty state dicts holding arrays of that library. False means "look
+    closer" (:func:`_find_problem` then finds the leaf and the message)."""
+    types = set(map(type, grads))
+    if len(types) != 1:
+        return False
+    t0 = next(iter(types))
+    lib = library_name(grads[0])
+    if lib is None:
+        return False
+    for t in set(map(type, params)) - types:
+        if _backend.library_name_of_type(t) != lib:
+            return False
+    if list(map(_shape, grads)) != list(map(_shape, params)):
+        return False
+    if lib == "torch" and list(map(_device, grads)) != list(map(_device, params)):
+        return False
+    for dtype in set(map(_dtype, grads)):
+        if dtype not in _INEXACT and not _remember_inexact(grads, dtype):
+            return False
+    if states is None:
+        return True
+    if set(map(type, states)) != {dict} or not all(states):
+        return False
+    for t in set(map(type, itertools.chain.from_iterable(map(dict.values, states)))):
+        if t is not t0 and _backend.library_name_of_type(t) not in (lib, None):
+            return False
+    return True
+
+
+_INEXACT: set[Any] = set()
+
+
+def _remember_inexact(grads: list[Any], dtype: Any) -> bool:
+    g = next(g for g in grads if g.dtype == dtype)
+    if _backend.is_inexact(g):
+        _INEXACT.add(dtype)
+        return True
+    return False
+
+
+def _find_problem(grads: list[Any], params: list[Any], states: list[Any] | None) -> None:
     first = grads[0]
     lib = library_name(first)
     t0 = type(first)
@@ -221,8 +275,11 @@ def _execute(opt: Optimizer, xp: Any, structure: Any, grads: list[Any], params: 
         if extra:
             h = {**h, **extra}
         if rule is not None:
-            out, new_states = run_elementwise(rule, xp, h, step, list(zip(g_, p_, s_)), inplace,
-                                              fused)
+            cache = opt.__dict__.get("_kernels")
+            if cache is None:
+                cache = opt._kernels = KernelCache()
+            out, new_states = run_elementwise(rule, xp, h, step, Columns(g_, p_, s_), inplace,
+                                              fused, cache)
             if new_states is not None:
                 in_place = False
                 keys = rule.state

@@ -49,14 +49,58 @@ class PathError(Exception):
 Structure = Any
 
 
+_LEAF, _MAPPING, _SEQUENCE = 0, 1, 2
+# the kind of node each type is (filled as types are met; plain dict lookups are what keep
+# the walk cheap: isinstance against the Mapping ABC costs several times more)
+_KINDS: dict[type, int] = {dict: _MAPPING, list: _SEQUENCE, tuple: _SEQUENCE}
+
+
+def _kinds(values: list[Any]) -> list[Any]:
+    kinds = list(map(_KINDS.get, map(type, values)))
+    if None in kinds:
+        for v in values:
+            cls = type(v)
+            if cls not in _KINDS:
+                _KINDS[cls] = (
+                    _MAPPING if isinstance(v, Mapping)
+                    else _SEQUENCE if isinstance(v, (list, tuple)) else _LEAF
+                )
+        kinds = list(map(_KINDS.get, map(type, values)))
+    return kinds
+
+
+def _all_leaves(g: Any, p: Any, s: Any, keys: Any, values: list[Any], grads: list,
+                params: list, states: list) -> bool:
+    """The fast path of :func:`gather` for a node whose children are all leaves: the lookups
+    run in C. False (nothing appended) when a child is a container or an entry is missing,
+    so that the general walk reports the problem."""
+    if _kinds(values).count(_LEAF) != len(values):
+        return False
+    try:
+        pv = list(map(p.__getitem__, keys))
+        sv = list(map(s.__getitem__, keys))
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return False
+    grads += values
+    params += pv
+    states += sv
+    return True
+
+
 def gather(g: Any, p: Any, s: Any, grads: list, params: list, states: list) -> Structure:
     """Walk ``g`` with ``p`` and ``s``, appending the leaves to the three lists.
 
     Raises :class:`PathError` where the parameter or state tree lacks an entry of the
     gradient tree.
     """
-    if isinstance(g, Mapping):
+    kind = _KINDS.get(type(g))
+    if kind is None:
+        kind = _kinds([g])[0]
+    if kind == _MAPPING:
         keys = list(g)
+        values = list(g.values())
+        if _all_leaves(g, p, s, keys, values, grads, params, states):
+            return ("d", keys, None)
         kids: list[Structure] | None = None
         for n, key in enumerate(keys):
             gv = g[key]
@@ -89,7 +133,9 @@ def gather(g: Any, p: Any, s: Any, grads: list, params: list, states: list) -> S
                 if kids is not None:
                     kids.append(None)
         return ("d", keys, kids)
-    if isinstance(g, (list, tuple)):
+    if kind == _SEQUENCE:
+        if _all_leaves(g, p, s, range(len(g)), list(g), grads, params, states):
+            return ("s", g, [None] * len(g))
         kids = []
         for i, gv in enumerate(g):
             if isinstance(gv, (Mapping, list, tuple)) and not gv:
