@@ -426,3 +426,23 @@ def test_skipped_steps_are_counted_saved_and_restored(tmp_path: pathlib.Path) ->
     with pytest.raises(ValueError, match="'skipped_steps'"):
         opt.apply_gradients({"skipped_steps": np.ones(1, np.float32)},
                             {"skipped_steps": np.ones(1, np.float32)})
+
+
+def test_copies_of_an_optimizer_never_write_into_the_original_arrays() -> None:
+    """The batched kernel's address tables belong to one optimizer's arrays: a deep copy or a
+    pickle starts without them."""
+    import copy
+    import pickle
+
+    params = {f"p{i}": np.ones(8, np.float32) for i in range(5)}
+    grads = {f"p{i}": np.full(8, 0.5, np.float32) for i in range(5)}
+    opt = optim.Adam(0.1)
+    opt.update(params, grads)
+    for twin in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
+        twin_params = copy.deepcopy(params)
+        before = {k: v.copy() for k, v in params.items()}
+        state_before = {k: v.copy() for k, v in tree_flatten(opt.state)}
+        twin.update(twin_params, grads)
+        _identical(before, params)
+        _identical(state_before, dict(tree_flatten(opt.state)))
+        assert not np.array_equal(twin_params["p0"], params["p0"])
