@@ -446,3 +446,17 @@ def test_copies_of_an_optimizer_never_write_into_the_original_arrays() -> None:
         _identical(before, params)
         _identical(state_before, dict(tree_flatten(opt.state)))
         assert not np.array_equal(twin_params["p0"], params["p0"])
+
+
+def test_writing_an_optimizer_page_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    page = (SRC.parents[1] / "docs" / "writing-an-optimizer.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", page, flags=re.S)
+    assert len(blocks) == 2
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "writing-an-optimizer.md", "exec"), namespace)
+    assert capsys.readouterr().out.split() == ["[-0.01", "0.01", "0.", "]"]
+    assert namespace["updates"]["w"].dtype == np.float32
+    assert namespace["params"]["b"][0] < 1.0
