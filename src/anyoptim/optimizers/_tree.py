@@ -101,70 +101,46 @@ def gather(g: Any, p: Any, s: Any, grads: list, params: list, states: list) -> S
         values = list(g.values())
         if _all_leaves(g, p, s, keys, values, grads, params, states):
             return ("d", keys, None)
-        kids: list[Structure] | None = None
-        for n, key in enumerate(keys):
-            gv = g[key]
-            if isinstance(gv, (Mapping, list, tuple)) and not gv:
-                # an empty sub-tree (a layer without parameters) needs no parameter or state
-                if kids is None:
-                    kids = [None] * n
-                kids.append(("d", [], None) if isinstance(gv, Mapping) else ("s", gv, []))
-                continue
-            try:
-                pv = p[key]
-            except (KeyError, IndexError, TypeError) as exc:
-                raise _missing(p, key, "parameters", gv, exc) from None
-            try:
-                sv = s[key]
-            except (KeyError, IndexError, TypeError) as exc:
-                raise _missing(s, key, "state", gv, exc) from None
-            if isinstance(gv, (Mapping, list, tuple)):
-                if kids is None:
-                    kids = [None] * n
-                try:
-                    kids.append(gather(gv, pv, sv, grads, params, states))
-                except PathError as err:
-                    err.segments.append(str(key))
-                    raise
-            else:
-                grads.append(gv)
-                params.append(pv)
-                states.append(sv)
-                if kids is not None:
-                    kids.append(None)
-        return ("d", keys, kids)
+        return ("d", keys, _children(zip(keys, values), p, s, grads, params, states))
     if kind == _SEQUENCE:
         if _all_leaves(g, p, s, range(len(g)), list(g), grads, params, states):
             return ("s", g, [None] * len(g))
-        kids = []
-        for i, gv in enumerate(g):
-            if isinstance(gv, (Mapping, list, tuple)) and not gv:
-                kids.append(("d", [], None) if isinstance(gv, Mapping) else ("s", gv, []))
-                continue
-            try:
-                pv = p[i]
-            except (KeyError, IndexError, TypeError) as exc:
-                raise _missing(p, i, "parameters", gv, exc) from None
-            try:
-                sv = s[i]
-            except (KeyError, IndexError, TypeError) as exc:
-                raise _missing(s, i, "state", gv, exc) from None
-            if isinstance(gv, (Mapping, list, tuple)):
-                try:
-                    kids.append(gather(gv, pv, sv, grads, params, states))
-                except PathError as err:
-                    err.segments.append(str(i))
-                    raise
-            else:
-                grads.append(gv)
-                params.append(pv)
-                states.append(sv)
-                kids.append(None)
-        return ("s", g, kids)
+        return ("s", g, _children(enumerate(g), p, s, grads, params, states))
     grads.append(g)
     params.append(p)
     states.append(s)
     return None
+
+
+def _children(items: Any, p: Any, s: Any, grads: list, params: list,
+              states: list) -> list[Structure]:
+    """The general walk of one container's ``(key, child)`` items (see :func:`gather`)."""
+    kids: list[Structure] = []
+    for key, gv in items:
+        if isinstance(gv, (Mapping, list, tuple)) and not gv:
+            # an empty sub-tree (a layer without parameters) needs no parameter or state
+            kids.append(("d", [], None) if isinstance(gv, Mapping) else ("s", gv, []))
+            continue
+        try:
+            pv = p[key]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise _missing(p, key, "parameters", gv, exc) from None
+        try:
+            sv = s[key]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise _missing(s, key, "state", gv, exc) from None
+        if isinstance(gv, (Mapping, list, tuple)):
+            try:
+                kids.append(gather(gv, pv, sv, grads, params, states))
+            except PathError as err:
+                err.segments.append(str(key))
+                raise
+        else:
+            grads.append(gv)
+            params.append(pv)
+            states.append(sv)
+            kids.append(None)
+    return kids
 
 
 def _missing(tree: Any, key: Any, what: str, below: Any, exc: Exception) -> PathError:
