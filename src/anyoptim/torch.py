@@ -64,6 +64,10 @@ __all__ = [
 
 Closure = Callable[[], Any] | None
 _SCALAR_KEYS = ("step", "skipped_steps")
+#: The array namespace of torch tensors (looked up once, outside any compiled region).
+_XP = _backend.namespace(torch.zeros(()))
+#: Element functions of the traced path, by (element factory, flags).
+_REFERENCE: dict[tuple[Any, ...], Callable[..., Any]] = {}
 
 
 # =============================================================================== validation
@@ -457,12 +461,13 @@ class _Elementwise(_FrontEnd):
                 counts = [s.item() for s in steps]
         else:
             counts = [None] * len(params)
+        if compiling:
+            self._traced_update(rule, h, params, states, counts, extras)
+            return
         buckets: dict[Any, list[int]] = {}
         for i, (count, extra) in enumerate(zip(counts, extras)):
-            # under torch.compile each parameter keeps its own (traced) step tensor
-            key = (i if compiling else count, extra)
-            buckets.setdefault(key, []).append(i)
-        xp = _backend.namespace(params[0])
+            buckets.setdefault((count, extra), []).append(i)
+        xp = _XP
         for (_, extra), index in buckets.items():
             hb = {**h, "_extra": extra}
             step = counts[index[0]]
@@ -473,7 +478,7 @@ class _Elementwise(_FrontEnd):
                 g = p.grad
                 same = g.dtype == p.dtype and all(st[k].dtype == p.dtype for k in keys)
                 (plain if same else mixed).append(i)
-            for part, fused in ((plain, not compiling), (mixed, False)):
+            for part, fused in ((plain, True), (mixed, False)):
                 if not part:
                     continue
                 gs = [_real(params[i].grad) for i in part]
@@ -488,6 +493,25 @@ class _Elementwise(_FrontEnd):
                         for k, v in zip(keys, ns_):
                             if v is not s_[k]:
                                 s_[k].copy_(v)
+
+    def _traced_update(self, rule: Elementwise, h: dict[str, Any], params: list[Tensor],
+                       states: list[dict[str, Any]], counts: list[Any],
+                       extras: list[tuple[Any, ...]]) -> None:
+        """The update under ``torch.compile``: plain tensor code, one parameter at a time,
+        each with its own step tensor (no value is read on the host, so nothing is guarded)."""
+        keys = rule.state
+        for p, st, count, extra in zip(params, states, counts, extras):
+            hb = {**h, "_extra": extra}
+            flags = rule.flags(hb)
+            fn = _REFERENCE.get((rule.element, flags))
+            if fn is None:
+                fn = _REFERENCE[(rule.element, flags)] = rule.element(_XP, flags)
+            pr = _real(p)
+            olds = [_real(st[k]) for k in keys]
+            out = fn(pr, _real(p.grad), *olds, rule.scalars(_XP, hb, count, pr.dtype))
+            pr.copy_(out[0])
+            for old, new in zip(olds, out[1:]):
+                old.copy_(new)
 
     def _validate(self, group: Mapping[str, Any], where: str) -> None:
         owner = type(self).__name__
@@ -1651,7 +1675,7 @@ class Optimizer(_FrontEnd):
                                                   device=p.device)
                     elif value.device != p.device:
                         st[key] = value.to(p.device)
-                self.state[p] = st
+                self._mirror(p, st, entry[1])
 
     def _write_scheduled_lrs(self) -> None:
         """Show the learning rate of the next update in every group (schedules only)."""
@@ -1744,6 +1768,16 @@ class Optimizer(_FrontEnd):
                 if not self.state.get(p):
                     fresh[name] = p
         if grads:
+            leaves = self._leaf_states()
+            for name, p in params.items():
+                entry = leaves.get(name)
+                mine = self.state.get(p)
+                if entry is not None and mine:
+                    # values replaced in state[p] (e.g. moved to another device) count
+                    leaf = entry[0]
+                    for key, value in mine.items():
+                        if key not in _SCALAR_KEYS and leaf.get(key) is not value:
+                            leaf[key] = value
             if fresh:
                 opt.init(fresh)
             hyper = per_name.get if per_name else None
@@ -1751,25 +1785,28 @@ class Optimizer(_FrontEnd):
             leaves = self._leaf_states()
             for name, p in params.items():
                 entry = leaves.get(name)
-                if entry is not None and self.state.get(p) is not entry[0]:
-                    self.state[p] = entry[0]
+                if entry is not None:
+                    self._mirror(p, entry[0], entry[1])
         self._write_scheduled_lrs()
         return loss
 
     # ------------------------------------------------------------------ state dict
+    def _state_shape(self, p: Tensor, key: str, value: Tensor) -> tuple[int, ...]:
+        # any anyoptim optimizer: factored statistics have fewer dimensions than the parameter
+        return tuple(p.shape) if value.dim() == p.dim() else tuple(value.shape)
+
+    def _mirror(self, p: Tensor, leaf: dict[str, Any], owner: _core.Optimizer) -> None:
+        """``state[p]``: the wrapped optimizer's entries of ``p`` plus its owner's step counter
+        (torch's layout; distributed checkpoint restores only the keys it finds there)."""
+        mine = self.state[p]
+        mine.update(leaf)
+        for key in _SCALAR_KEYS:
+            value = owner.state.get(key)
+            if value is not None:
+                mine[key] = value
+
     def _export_state(self, p: Tensor, state: dict[str, Any]) -> dict[str, Any]:
-        owner = None
-        for sub in self._subs(self.anyoptim_optimizer):
-            if any(v is state for v in sub.state.values()):
-                owner = sub
-                break
-        out = dict(state)
-        if owner is not None:
-            for key in _SCALAR_KEYS:
-                value = owner.state.get(key)
-                if value is not None:
-                    out[key] = _as_tensor(value)
-        return out
+        return {k: (_as_tensor(v) if k in _SCALAR_KEYS else v) for k, v in state.items()}
 
     def _adopt(self, state: defaultdict[Any, Any], groups: list[dict[str, Any]]) -> None:
         opt = self.anyoptim_optimizer
@@ -1805,7 +1842,6 @@ class Optimizer(_FrontEnd):
                             "saved by anyoptim.torch.Optimizer."
                         )
             per_sub[index][name] = leaf
-            state[p] = leaf
         for sub, leaves, found in zip(subs, per_sub, scalars):
             new = {k: v for k, v in sub.state.items() if not isinstance(v, dict)}
             like = next((t for leaf in leaves.values() for t in leaf.values()
