@@ -29,7 +29,7 @@ Example:
     >>> state = tx.init(params)
     >>> updates, state = tx.update({"w": jnp.ones(3)}, state, params)
     >>> optax.apply_updates(params, updates)["w"]
-    Array([0.998999, 0.998999, 0.998999], dtype=float32)
+    Array([0.9989999, 0.9989999, 0.9989999], dtype=float32)
 """
 
 from __future__ import annotations
@@ -1292,6 +1292,28 @@ def _delta(new: Any, old: Any) -> Any:
     return new - old
 
 
+def _direction_form(optimizer: Optimizer, hyperparameters: Any) -> bool:
+    """True when the optimizer's update is ``p - η·u`` with ``u`` independent of ``p`` (no
+    weight decay, no parameter scaling), so that the step from zero parameters is ``-η·u``."""
+    from .optimizers import SGD, AdaDelta, Adagrad, Adam, Adamax, AdamW, Lion, Muon, RMSprop
+
+    subs = getattr(optimizer, "optimizers", None)
+    if subs is not None:
+        return all(_direction_form(o, hyperparameters) for o in subs)
+    if hyperparameters is not None and not isinstance(hyperparameters, Mapping):
+        return False  # per-path overrides: not inspected, the general form is used
+    kind = type(optimizer)
+    if kind in (Adam, RMSprop, Adagrad, AdaDelta, Adamax):
+        return True
+    if kind not in (AdamW, SGD, Lion, Muon):
+        return False
+    h = {**optimizer.hyper(), **(hyperparameters or {})}
+    decay = static(h.get("weight_decay"))
+    if decay is None:
+        return False
+    return decay <= 0 if kind is Lion else decay == 0
+
+
 def from_optimizer(optimizer: Optimizer, hyperparameters: Any = None) -> optax.GradientTransformationExtraArgs:
     """Any configured anyoptim optimizer as an optax transformation (MLX's maths).
 
@@ -1348,15 +1370,23 @@ def from_optimizer(optimizer: Optimizer, hyperparameters: Any = None) -> optax.G
                                state)
         return _complete(state, after)
 
+    direct = _direction_form(engine, hyperparameters)
+
     def update(updates: Any, state: Any, params: Any = None, **extra_args: Any) -> tuple[Any, Any]:
         del extra_args
-        _require_params(params)
+        if not direct:
+            _require_params(params)
         g_leaves, g_def = _flatten(updates)
-        p_leaves = _flatten(params)[0]
-        if len(p_leaves) != len(g_leaves):
-            raise _mismatch(name, "the parameters", len(p_leaves), len(g_leaves))
         paths = _paths(updates, name)
         grads = _build(paths, g_leaves, name)
+        if direct:
+            # p_new = p - η·u: the step from zero parameters is exactly -η·u, and
+            # optax.apply_updates then computes p + (-η·u) == p - η·u, bit for bit
+            p_leaves = [None if g is None else jnp.zeros_like(g) for g in g_leaves]
+        else:
+            p_leaves = _flatten(params)[0]
+            if len(p_leaves) != len(g_leaves):
+                raise _mismatch(name, "the parameters", len(p_leaves), len(g_leaves))
         tree = _build(paths, [p if g is not None else None for g, p in zip(g_leaves, p_leaves)],
                       name)
         state_leaves, state_def = jax.tree.flatten(state)
@@ -1372,8 +1402,12 @@ def from_optimizer(optimizer: Optimizer, hyperparameters: Any = None) -> optax.G
             )
         new_leaves = [n if n.dtype == o.dtype else n.astype(o.dtype)
                       for n, o in zip(new_leaves, state_leaves)]
-        deltas = [None if g is None else _delta(_lookup(new_tree, path), p)
-                  for g, p, path in zip(g_leaves, p_leaves, paths)]
+        if direct:
+            deltas = [None if g is None else _lookup(new_tree, path)
+                      for g, path in zip(g_leaves, paths)]
+        else:
+            deltas = [None if g is None else _delta(_lookup(new_tree, path), p)
+                      for g, p, path in zip(g_leaves, p_leaves, paths)]
         return g_def.unflatten(deltas), state_def.unflatten(new_leaves)
 
     return optax.GradientTransformationExtraArgs(init, update)
