@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import math
+import operator
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
@@ -39,7 +40,7 @@ from torch import Tensor
 
 from . import _backend
 from . import optimizers as _core
-from ._backend._execute import Columns, run_elementwise
+from ._backend._execute import Columns, KernelCache, run_elementwise
 from ._backend._rules import Elementwise, Hyper, is_positive
 from .schedulers import from_spec
 
@@ -66,6 +67,7 @@ Closure = Callable[[], Any] | None
 _SCALAR_KEYS = ("step", "skipped_steps")
 #: The array namespace of torch tensors (looked up once, outside any compiled region).
 _XP = _backend.namespace(torch.zeros(()))
+_VIEW_DTYPES = (torch.float32, torch.float64)
 #: Element functions of the traced path, by (element factory, flags).
 _REFERENCE: dict[tuple[Any, ...], Callable[..., Any]] = {}
 
@@ -182,6 +184,38 @@ def _check_grad(owner: str, gi: int, index: int, p: Tensor, g: Tensor) -> None:
         )
 
 
+def _leaf_views(p: Tensor, st: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    """``(p, its data pointer, its state tensors, NumPy view of p, views of the state)`` when
+    ``p`` and its state are contiguous CPU float tensors of one dtype, else None."""
+    tensors = [st[k] for k in keys]
+    views = []
+    for t in (p, *tensors):
+        if type(t) not in (Tensor, torch.nn.Parameter) or t.dtype != p.dtype \
+                or t.dtype not in _VIEW_DTYPES or not t.is_cpu or not t.is_contiguous() \
+                or t.is_conj() or t.is_neg() or t.shape != p.shape:
+            return None
+        views.append(t.detach().numpy())
+    return (p, p.data_ptr(), tensors, views[0], dict(zip(keys, views[1:])))
+
+
+def _store(ps: list[Any], new_p: list[Any], ss: list[dict[str, Any]],
+           new_s: list[list[Any]], keys: tuple[str, ...]) -> None:
+    """Write a functional executor's results into the parameters and state arrays."""
+    for p, value, st, values in zip(ps, new_p, ss, new_s):
+        if value is not p:
+            _assign(p, value)
+        for k, v in zip(keys, values):
+            if v is not st[k]:
+                _assign(st[k], v)
+
+
+def _assign(target: Any, value: Any) -> None:
+    if isinstance(target, np.ndarray):
+        np.copyto(target, value, casting="unsafe")
+    else:
+        target.copy_(value)
+
+
 class _SpecSchedule:
     """A built-in anyoptim schedule kept by its description, so that it pickles (the
     schedules themselves are closures)."""
@@ -251,7 +285,8 @@ class _FrontEnd(torch.optim.Optimizer):
                 g = p.grad
                 if g is None:
                     continue
-                _check_grad(type(self).__name__, gi, index, p, g)
+                if g.is_sparse or g.dtype != p.dtype:
+                    _check_grad(type(self).__name__, gi, index, p, g)
                 params.append(p)
             if params:
                 work.append((gi, group, params))
@@ -390,6 +425,8 @@ class _FrontEnd(torch.optim.Optimizer):
 
     def _adopt(self, state: defaultdict[Any, Any], groups: list[dict[str, Any]]) -> None:
         """Install a loaded (already checked) state and groups."""
+        for cache in ("_numpy_views", "_step_packs", "_kernels"):
+            self.__dict__.pop(cache, None)
         self.__setstate__({"state": state, "param_groups": groups})
 
     # ------------------------------------------------------------------ pickling
@@ -439,60 +476,157 @@ class _Elementwise(_FrontEnd):
         rule = self._rule(h)
         keys = rule.state
         compiling = _compiling()
+        state = self.state
+        bucketed = type(self)._bucket is not _Elementwise._bucket
         states = []
-        extras = []
+        extras: list[tuple[Any, ...]] = []
         for p in params:
-            st = self.state[p]
+            st = state[p]
             if not st:
                 self._init_state(p, st, h)
-            extras.append(self._bucket(st, h))
+            if bucketed:
+                extras.append(self._bucket(st, h))
             for k in keys:
                 if st.get(k) is None:
                     st[k] = self._new_buffer(k, p, h)
             states.append(st)
-        if self._counts_steps:
-            steps = [st["step"] for st in states]
-            if compiling:
-                for s in steps:
-                    s += 1
-                counts: list[Any] = steps
-            else:
-                torch._foreach_add_(steps, 1)
-                counts = [s.item() for s in steps]
-        else:
+        if not bucketed:
+            extras = [()] * len(params)
+        counts: list[Any]
+        if not self._counts_steps:
             counts = [None] * len(params)
+        elif compiling:
+            counts = [st["step"] for st in states]
+            for step in counts:
+                step += 1
+        else:
+            counts = self._advance_steps(gi, group, params, states)
         if compiling:
             self._traced_update(rule, h, params, states, counts, extras)
             return
-        buckets: dict[Any, list[int]] = {}
-        for i, (count, extra) in enumerate(zip(counts, extras)):
-            buckets.setdefault((count, extra), []).append(i)
-        xp = _XP
-        for (_, extra), index in buckets.items():
+        first = (counts[0], extras[0])
+        if all(c == first[0] for c in counts) and all(e == first[1] for e in extras):
+            buckets = {first: list(range(len(params)))}
+        else:
+            buckets = {}
+            for i, key in enumerate(zip(counts, extras)):
+                buckets.setdefault(key, []).append(i)
+        for (step, extra), index in buckets.items():
             hb = {**h, "_extra": extra}
-            step = counts[index[0]]
-            plain: list[int] = []
-            mixed: list[int] = []
-            for i in index:
-                p, st = params[i], states[i]
-                g = p.grad
-                same = g.dtype == p.dtype and all(st[k].dtype == p.dtype for k in keys)
-                (plain if same else mixed).append(i)
-            for part, fused in ((plain, True), (mixed, False)):
-                if not part:
-                    continue
-                gs = [_real(params[i].grad) for i in part]
-                ps = [_real(params[i]) for i in part]
-                ss = [{k: _real(states[i][k]) for k in keys} for i in part]
-                new_p, new_s = run_elementwise(rule, xp, hb, step, Columns(gs, ps, ss), True,
-                                               fused=fused)
-                if new_s is not None:  # a functional executor: store the results
-                    for p_, np_, s_, ns_ in zip(ps, new_p, ss, new_s):
-                        if np_ is not p_:
-                            p_.copy_(np_)
-                        for k, v in zip(keys, ns_):
-                            if v is not s_[k]:
-                                s_[k].copy_(v)
+            ps_ = params if len(index) == len(params) else [params[i] for i in index]
+            ss_ = states if len(index) == len(params) else [states[i] for i in index]
+            if self._numpy_update(rule, hb, step, ps_, ss_):
+                continue
+            self._tensor_update(rule, hb, step, ps_, ss_)
+
+    # ------------------------------------------------------------------ step counters
+    def _advance_steps(self, gi: int, group: dict[str, Any], params: list[Tensor],
+                       states: list[dict[str, Any]]) -> list[float]:
+        """Add one to the step of every parameter in ``params``; return the new values.
+
+        The steps of a group are 0-d views into one buffer (torch's format: a 0-d float
+        tensor per parameter), so that a step with every gradient present adds one to all of
+        them with a single operation and reads them back at once.
+        """
+        steps = [st["step"] for st in states]
+        packs = self.__dict__.setdefault("_step_packs", {})
+        pack = packs.get(gi)
+        if len(params) == len(group["params"]):
+            if pack is None or len(pack[1]) != len(steps) or not all(
+                    map(operator.is_, pack[1], steps)):
+                pack = self._pack_steps(steps, states)
+                packs[gi] = pack
+            buffer = pack[0]
+            buffer += 1
+            return buffer.tolist()
+        if all(isinstance(s, Tensor) for s in steps):
+            torch._foreach_add_(steps, 1)
+        else:
+            for st in states:
+                st["step"] = torch.tensor(float(st["step"]) + 1, dtype=_step_dtype())
+            steps = [st["step"] for st in states]
+        return [s.item() for s in steps]
+
+    @staticmethod
+    def _pack_steps(steps: list[Any], states: list[dict[str, Any]]) -> tuple[Tensor, list[Any]]:
+        dtypes = {s.dtype for s in steps if isinstance(s, Tensor)}
+        dtype = dtypes.pop() if len(dtypes) == 1 else _step_dtype()
+        buffer = torch.tensor([float(s) for s in steps], dtype=dtype)
+        views = list(buffer.unbind())
+        for st, view in zip(states, views):
+            st["step"] = view
+        return buffer, views
+
+    # ------------------------------------------------------------------ executors
+    def _numpy_update(self, rule: Elementwise, h: dict[str, Any], step: Any,
+                      params: list[Tensor], states: list[dict[str, Any]]) -> bool:
+        """The update on NumPy views of CPU tensors (anyoptim's numba kernels, one call for
+        all small tensors), if every tensor qualifies; False (nothing done) otherwise.
+
+        The views of a parameter and its state are kept while the tensors stay the same
+        objects and the parameter's memory stays where it was (``p.data = ...`` moves it).
+        """
+        if not _backend.fused_enabled() or not _backend.fused_numpy_available():
+            return False
+        cache = self.__dict__.setdefault("_numpy_views", {})
+        keys = rule.state
+        gs: list[Any] = []
+        ps: list[Any] = []
+        ss: list[dict[str, Any]] = []
+        for p, st in zip(params, states):
+            entry = cache.get(id(p))
+            if entry is None or entry[0] is not p or entry[1] != p.data_ptr() or not all(
+                    map(operator.is_, entry[2], [st[k] for k in keys])):
+                entry = _leaf_views(p, st, keys)
+                if entry is None:
+                    return False
+                if len(cache) > 65536:
+                    cache.clear()
+                cache[id(p)] = entry
+            pv = entry[3]
+            g = p.grad
+            try:
+                gv = g.numpy() if not g.requires_grad else g.detach().numpy()
+            except (RuntimeError, TypeError):  # another device, a conjugate/negative view
+                return False
+            if gv.dtype != pv.dtype:
+                return False
+            gs.append(gv)
+            ps.append(pv)
+            ss.append(entry[4])
+        lr = h["lr"]
+        if isinstance(lr, Tensor):
+            h = {**h, "lr": lr.item()}
+        kernels = self.__dict__.get("_kernels")
+        if kernels is None:
+            kernels = self.__dict__["_kernels"] = KernelCache()
+        new_p, new_s = run_elementwise(rule, np, h, step, Columns(gs, ps, ss), True,
+                                       fused=True, cache=kernels)
+        if new_s is not None:  # not run in place after all: store the results
+            _store(ps, new_p, ss, new_s, keys)
+        return True
+
+    def _tensor_update(self, rule: Elementwise, h: dict[str, Any], step: Any,
+                       params: list[Tensor], states: list[dict[str, Any]]) -> None:
+        """The update on the tensors: numba (CPU) or torch multi-tensor kernels; leaves whose
+        state keeps another dtype (as loaded) take the reference path."""
+        keys = rule.state
+        plain: list[int] = []
+        mixed: list[int] = []
+        for i, (p, st) in enumerate(zip(params, states)):
+            g = p.grad
+            same = g.dtype == p.dtype and all(st[k].dtype == p.dtype for k in keys)
+            (plain if same else mixed).append(i)
+        for part, fused in ((plain, True), (mixed, False)):
+            if not part:
+                continue
+            gs = [_real(params[i].grad) for i in part]
+            ps = [_real(params[i]) for i in part]
+            ss = [{k: _real(states[i][k]) for k in keys} for i in part]
+            new_p, new_s = run_elementwise(rule, _XP, h, step, Columns(gs, ps, ss), True,
+                                           fused=fused)
+            if new_s is not None:  # a functional executor: store the results
+                _store(ps, new_p, ss, new_s, keys)
 
     def _traced_update(self, rule: Elementwise, h: dict[str, Any], params: list[Tensor],
                        states: list[dict[str, Any]], counts: list[Any],
