@@ -170,7 +170,7 @@ def test_float32_matches_optax(config: tuple[str, dict[str, Any]]) -> None:
     name, kwargs = config
     params = _tree(0)
     grads = _grads(params, 50)
-    expected, expected_state = _run(getattr(optax, name)(**_kwargs(kwargs)), params, grads)
+    expected, _ = _run(getattr(optax, name)(**_kwargs(kwargs)), params, grads)
     got, state = _run(getattr(ao, name)(**_kwargs(kwargs)), params, grads)
     assert _max_rel(expected, got) <= 1e-6
     assert int(state.count) == 50
@@ -324,9 +324,8 @@ def test_from_optimizer_reproduces_pure_step(name: str, make: Any, dtype: str) -
     else:
         # new - old is exact wherever new and old are within a factor of two (Sterbenz); an
         # element crossing zero can be off by half an ulp of its update
-        for a, b, old in zip(jax.tree.leaves(p1), jax.tree.leaves(p2), jax.tree.leaves(params)):
+        for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
             assert float(jnp.max(jnp.abs(a - b))) <= 1e-6
-    assert int(jax.tree.leaves(s1)[0].size) >= 1
     _assert_same_layout(jax.eval_shape(tx.init, params), s1)
 
 
@@ -351,7 +350,7 @@ def test_from_optimizer_copies_the_configuration_and_never_touches_its_state() -
     tx = ao.from_optimizer(opt)
     opt.learning_rate = 5.0
     params = {"w": jnp.ones(2)}
-    updates, state = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
+    updates, _ = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
     np.testing.assert_allclose(updates["w"], -0.1)
     assert "w" not in opt.state
 
@@ -389,13 +388,14 @@ def test_inject_hyperparams_traced_once_and_overridable() -> None:
     results = []
     for module in (optax, ao):
         tx = optax.inject_hyperparams(module.adamw)(learning_rate=1e-2, b1=0.9, weight_decay=0.1)
-        traces = []
+        traces: list[int] = []
 
-        @jax.jit
-        def step(p: Any, s: Any, g: Any) -> tuple[Any, Any]:
+        def step(p: Any, s: Any, g: Any, tx: Any = tx, traces: list[int] = traces) -> Any:
             traces.append(1)
             u, s = tx.update(g, s, p)
             return optax.apply_updates(p, u), s
+
+        step = jax.jit(step)
 
         p, s = params, tx.init(params)
         for i, g in enumerate(grads):
@@ -428,7 +428,7 @@ def test_inject_hyperparams_with_schedules_and_static_structure() -> None:
 
 def test_a_traced_structural_integer_gives_a_clear_error() -> None:
     tx = optax.inject_hyperparams(ao.adafactor)(min_dim_size_to_factor=2)
-    with pytest.raises(TypeError, match="min_dim_size_to_factor.*static_args"):
+    with pytest.raises(TypeError, match=r"min_dim_size_to_factor.*static_args"):
         tx.init(_tree(0))
 
 
@@ -443,7 +443,7 @@ def test_chain_masked_and_apply_if_finite_match_optax() -> None:
                             optax.masked(module.adamw(1e-2, weight_decay=0.1), mask))
         return optax.apply_if_finite(inner, max_consecutive_errors=3)
 
-    expected, s_expected = _run(build(optax), params, grads)
+    expected, _ = _run(build(optax), params, grads)
     got, s_got = _run(build(ao), params, grads)
     assert _max_rel(expected, got) <= 1e-6
     assert int(s_got.total_notfinite) == 1
@@ -458,8 +458,7 @@ def test_multi_steps_accumulates_and_matches_optax() -> None:
     results = []
     for module in (optax, ao):
         tx = optax.MultiSteps(module.adamw(1e-2), every_k_schedule=3)
-        p, s = _run(tx, params, grads)
-        results.append(p)
+        results.append(_run(tx, params, grads)[0])
     assert _max_rel(*results) <= 1e-6
     # params move only on emitting steps
     tx = optax.MultiSteps(ao.adamw(1e-2), every_k_schedule=3)
@@ -741,7 +740,7 @@ def test_orbax_restore_continues_identically(kind: str, tmp_path: Path) -> None:
 def test_orbax_nnx_optimizer_state_round_trip(tmp_path: Path) -> None:
     nnx = pytest.importorskip("flax.nnx")
     checkpointer = _checkpointer()
-    full_model, full_opt, _ = _nnx_train(ao.adamw(1e-2), 8)
+    full_model, _, _ = _nnx_train(ao.adamw(1e-2), 8)
     model, optimizer, _ = _nnx_train(ao.adamw(1e-2), 4)
     checkpointer.save(tmp_path / "nnx", nnx.state((model, optimizer)))
     checkpointer.wait_until_finished()

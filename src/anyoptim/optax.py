@@ -347,7 +347,7 @@ def _adam_element(ops: Any, flags: tuple[Any, ...]) -> Any:
 
     def adam(p: Any, g: Any, mu: Any, nu: Any, sc: Any) -> Any:
         s = sc[0]
-        b1, b2, count_inc = s["b1"], s["b2"], s["count_inc"]
+        b1, b2 = s["b1"], s["b2"]
         mu = (1 - b1) * g + b1 * mu
         nu = (1 - b2) * (g * g) + b2 * nu
         bc1 = s["bc1"]
