@@ -8,7 +8,6 @@ test once JAX has made arrays).
 from __future__ import annotations
 
 import copy
-import doctest
 import json
 import re
 import subprocess
@@ -849,9 +848,3 @@ def test_use_with_jax_page_examples_run(tmp_path: Path) -> None:
                             cwd=tmp_path, capture_output=True, text=True, timeout=300,
                             check=False)
     assert result.returncode == 0, f"docs/use-with-jax.md examples failed:\n{result.stderr}"
-
-
-def test_docstring_examples() -> None:
-    result = doctest.testmod(ao, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0
-    assert result.failed == 0

@@ -1,36 +1,4 @@
-"""anyoptim's optimizers as optax gradient transformations (imports jax and optax).
-
-Two ways in, both returning a genuine ``optax.GradientTransformationExtraArgs`` that
-``optax.chain``, ``optax.inject_hyperparams``, ``optax.MultiSteps``, ``optax.masked``,
-``optax.apply_if_finite``, ``flax.nnx.Optimizer`` and flax's ``TrainState`` accept:
-
-* **Factories with optax's names, signatures, defaults and maths** (:func:`adam`,
-  :func:`adamw`, :func:`sgd`, :func:`rmsprop`, :func:`adagrad`, :func:`adadelta`,
-  :func:`adamax`, :func:`lion`, :func:`adafactor`, ...): replacing ``optax.adamw(...)`` by
-  ``anyoptim.optax.adamw(...)`` changes no number beyond rounding. Each elementwise factory is
-  one anyoptim rule written in optax's form (it computes the update direction, optax's bias
-  correction and ε placement, weight decay added before the scaling by ``-learning_rate``)
-  and run by anyoptim's executor; :func:`muon` is anyoptim's (MLX's) Muon with optax-style
-  argument names.
-* :func:`from_optimizer` for any configured anyoptim optimizer (MLX's maths, anyoptim's
-  schedules, ``MultiOptimizer``): the updates are ``new - old``, in float32 for 16-bit
-  parameters, so ``optax.apply_updates`` reproduces anyoptim's new parameters.
-  :func:`to_anyoptim_state` and :func:`from_anyoptim_state` convert its state to and from an
-  anyoptim optimizer state (for ``anyoptim.save`` / ``anyoptim.load``).
-
-Trees are walked with ``jax.tree`` (``nnx.State``, nnx ``Variable``s, ``FrozenDict`` and
-optax's ``MaskedNode`` are transparent) and the state's structure, shapes and dtypes never
-change after ``init``, so ``jax.eval_shape(tx.init, params)`` is a valid restore target.
-
-Example:
-    >>> import jax.numpy as jnp, optax, anyoptim.optax
-    >>> tx = anyoptim.optax.adamw(1e-3)          # was: optax.adamw(1e-3)
-    >>> params = {"w": jnp.ones(3)}
-    >>> state = tx.init(params)
-    >>> updates, state = tx.update({"w": jnp.ones(3)}, state, params)
-    >>> optax.apply_updates(params, updates)["w"]
-    Array([0.9989999, 0.9989999, 0.9989999], dtype=float32)
-"""
+"""The optax front-end's machinery and its first optimizers (re-exported by ``anyoptim.optax``)."""
 
 from __future__ import annotations
 
@@ -44,10 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._backend import library_name
-from ._backend._execute import run_elementwise
-from ._backend._rules import Elementwise, static
-from .optimizers import Optimizer
+from .._backend import library_name
+from .._backend._execute import run_elementwise
+from .._backend._rules import Elementwise, static
+from ..optimizers import Optimizer
 
 __all__ = [
     "State",
@@ -1295,7 +1263,7 @@ def _delta(new: Any, old: Any) -> Any:
 def _direction_form(optimizer: Optimizer, hyperparameters: Any) -> bool:
     """True when the optimizer's update is ``p - η·u`` with ``u`` independent of ``p`` (no
     weight decay, no parameter scaling), so that the step from zero parameters is ``-η·u``."""
-    from .optimizers import SGD, AdaDelta, Adagrad, Adam, Adamax, AdamW, Lion, Muon, RMSprop
+    from ..optimizers import SGD, AdaDelta, Adagrad, Adam, Adamax, AdamW, Lion, Muon, RMSprop
 
     subs = getattr(optimizer, "optimizers", None)
     if subs is not None:

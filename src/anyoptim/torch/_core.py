@@ -1,29 +1,4 @@
-r"""anyoptim as ``torch.optim`` optimizers: drop-ins for PyTorch training stacks.
-
-Every class here is a genuine :class:`torch.optim.Optimizer` subclass, so LR schedulers,
-``torch.amp.GradScaler``, ``clip_grad_norm_``, Hugging Face ``Trainer``/accelerate, Lightning,
-distributed checkpoint and nanoGPT-style loops accept it::
-
-    import anyoptim.torch
-    opt = anyoptim.torch.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
-
-* :class:`SGD`, :class:`Adam`, :class:`AdamW`, :class:`RMSprop`, :class:`Adagrad`,
-  :class:`Adadelta` and :class:`Adamax` take ``torch.optim``'s keywords and defaults and do its
-  maths (bias correction, a ``step`` per parameter, SGD's first momentum buffer equal to the
-  gradient, ...), with its state names (``exp_avg``, ``momentum_buffer``, ...): replacing
-  ``torch.optim.AdamW`` by ``anyoptim.torch.AdamW`` changes no number beyond rounding.
-* :class:`Lion`, :class:`Muon` and :class:`Adafactor` follow anyoptim's (MLX's) update rules,
-  with torch-style keyword names.
-* :class:`Optimizer` wraps any configured anyoptim optimizer (MLX hyperparameters, anyoptim
-  schedules, :class:`anyoptim.MultiOptimizer`) and runs exactly that optimizer.
-* :func:`to_anyoptim`, :func:`from_anyoptim`, :func:`save` and :func:`load` move a run between
-  this front-end and plain anyoptim (NumPy, JAX, MLX) through anyoptim's checkpoints.
-
-The elementwise updates run on anyoptim's executors: numba kernels for CPU tensors, torch
-multi-tensor kernels on other devices, plain tensor code under ``torch.compile``.
-
-This module imports torch; ``import anyoptim`` never imports it.
-"""
+"""The torch front-end's machinery and its first optimizers (re-exported by ``anyoptim.torch``)."""
 
 from __future__ import annotations
 
@@ -38,11 +13,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import _backend
-from . import optimizers as _core
-from ._backend._execute import Columns, KernelCache, run_elementwise
-from ._backend._rules import Elementwise, Hyper, is_positive
-from .schedulers import from_spec
+from .. import _backend
+from .. import optimizers as _core
+from .._backend._execute import Columns, KernelCache, run_elementwise
+from .._backend._rules import Elementwise, Hyper, is_positive
+from ..schedulers import from_spec
 
 __all__ = [
     "SGD",
@@ -2237,7 +2212,7 @@ def save(path: Any, optimizer: torch.optim.Optimizer, model: torch.nn.Module | N
             names, else positions).
         params: also store the parameters (read them with :func:`anyoptim.load_params`).
     """
-    from .io import save as _save
+    from ..io import save as _save
 
     opt = to_anyoptim(optimizer, model)
     tree = None
@@ -2264,7 +2239,7 @@ def load(path: Any, params: Any, *, filters: Any = None,
     Returns:
         An :class:`Optimizer` running the saved optimizer, state on the parameters' devices.
     """
-    from .io import load as _load
+    from ..io import load as _load
 
     params = list(params)
     opt = _load(path, library="torch", filters=filters, schedules=schedules)

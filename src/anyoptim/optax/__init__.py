@@ -1,0 +1,73 @@
+"""anyoptim's optimizers as optax gradient transformations (imports jax and optax).
+
+Two ways in, both returning a genuine ``optax.GradientTransformationExtraArgs`` that
+``optax.chain``, ``optax.inject_hyperparams``, ``optax.MultiSteps``, ``optax.masked``,
+``optax.apply_if_finite``, ``flax.nnx.Optimizer`` and flax's ``TrainState`` accept:
+
+* **Factories with optax's names, signatures, defaults and maths** (:func:`adam`,
+  :func:`adamw`, :func:`sgd`, :func:`rmsprop`, :func:`adagrad`, :func:`adadelta`,
+  :func:`adamax`, :func:`lion`, :func:`adafactor`, ...): replacing ``optax.adamw(...)`` by
+  ``anyoptim.optax.adamw(...)`` changes no number beyond rounding. Each elementwise factory is
+  one anyoptim rule written in optax's form (it computes the update direction, optax's bias
+  correction and ε placement, weight decay added before the scaling by ``-learning_rate``)
+  and run by anyoptim's executor; :func:`muon` is anyoptim's (MLX's) Muon with optax-style
+  argument names.
+* :func:`from_optimizer` for any configured anyoptim optimizer (MLX's maths, anyoptim's
+  schedules, ``MultiOptimizer``): the updates are ``new - old``, in float32 for 16-bit
+  parameters, so ``optax.apply_updates`` reproduces anyoptim's new parameters.
+  :func:`to_anyoptim_state` and :func:`from_anyoptim_state` convert its state to and from an
+  anyoptim optimizer state (for ``anyoptim.save`` / ``anyoptim.load``).
+
+Trees are walked with ``jax.tree`` (``nnx.State``, nnx ``Variable``s, ``FrozenDict`` and
+optax's ``MaskedNode`` are transparent) and the state's structure, shapes and dtypes never
+change after ``init``, so ``jax.eval_shape(tx.init, params)`` is a valid restore target.
+
+Example:
+    >>> import jax.numpy as jnp, optax, anyoptim.optax
+    >>> tx = anyoptim.optax.adamw(1e-3)          # was: optax.adamw(1e-3)
+    >>> params = {"w": jnp.ones(3)}
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update({"w": jnp.ones(3)}, state, params)
+    >>> optax.apply_updates(params, updates)["w"]
+    Array([0.9989999, 0.9989999, 0.9989999], dtype=float32)
+"""
+
+from ._core import (
+    State,
+    adadelta,
+    adafactor,
+    adagrad,
+    adam,
+    adamax,
+    adamaxw,
+    adamw,
+    from_anyoptim_state,
+    from_optimizer,
+    lion,
+    muon,
+    nadam,
+    nadamw,
+    rmsprop,
+    sgd,
+    to_anyoptim_state,
+)
+
+__all__ = [
+    "State",
+    "adadelta",
+    "adafactor",
+    "adagrad",
+    "adam",
+    "adamax",
+    "adamaxw",
+    "adamw",
+    "from_anyoptim_state",
+    "from_optimizer",
+    "lion",
+    "muon",
+    "nadam",
+    "nadamw",
+    "rmsprop",
+    "sgd",
+    "to_anyoptim_state",
+]
