@@ -174,6 +174,11 @@ CONFIGS: dict[str, list[tuple[str, Callable[[], optim.Optimizer], bool]]] = {
         ("plain-wd", lambda: optim.Muon(0.02, weight_decay=0.1, nesterov=False, ns_steps=3), False),
         ("warmup-cosine", lambda: optim.Muon(_warm_cos(0.02)), True),
     ],
+    "ADOPT": [
+        ("default", lambda: optim.ADOPT(0.01), False),
+        ("wd-nesterov-optax-clip", lambda: optim.ADOPT(0.01, weight_decay=0.1, decouple=True, nesterov=True, clip_step_offset=1), False),
+        ("cosine-coupled-noclip", lambda: optim.ADOPT(optim.cosine_decay(0.01, 20), weight_decay=0.1, clip=None), True),
+    ],
     "Multi": [
         ("muon-adamw", lambda: optim.MultiOptimizer([optim.Muon(0.02), optim.AdamW(0.01)], [_is_matrix]), False),
         (

@@ -38,6 +38,7 @@ OPTIMIZERS = {
     "Adafactor": lambda: optim.Adafactor(beta_1=0.9, weight_decay=0.01),
     "Adafactor-lr": lambda: optim.Adafactor(SCHEDULE, relative_step=False),
     "Muon": lambda: optim.Muon(SCHEDULE),
+    "ADOPT": lambda: optim.ADOPT(SCHEDULE, weight_decay=0.01, decouple=True),
 }
 
 

@@ -12,6 +12,7 @@ from ._backend import module_grads
 from .errors import CheckpointError, MissingStateError, TreeMismatchError
 from .io import load, load_params, read_metadata, save
 from .optimizers import (
+    ADOPT,
     SGD,
     AdaDelta,
     Adafactor,
@@ -46,6 +47,7 @@ from .schedulers import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ADOPT",
     "SGD",
     "AdaDelta",
     "Adafactor",

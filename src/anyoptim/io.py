@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import _backend
+from . import optimizers as _optimizers
 from ._backend import _io
 from .errors import CheckpointError
 from .optimizers import (
@@ -49,6 +50,13 @@ _CLASSES: dict[str, type[Optimizer]] = {
     cls.__name__: cls
     for cls in (SGD, RMSprop, Adagrad, AdaDelta, Adam, AdamW, Adamax, Lion, Adafactor, Muon)
 }
+# ... and every other optimizer class that anyoptim.optimizers exports (newer optimizers are
+# saved and loaded without a change here)
+_CLASSES.update({
+    cls.__name__: cls
+    for cls in (getattr(_optimizers, name) for name in _optimizers.__all__)
+    if isinstance(cls, type) and issubclass(cls, Optimizer) and cls not in (Optimizer, MultiOptimizer)
+})
 
 PathLike = str | os.PathLike[str]
 

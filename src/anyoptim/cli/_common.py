@@ -109,6 +109,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         OptimizerInfo("Lion", 3e-4),
         OptimizerInfo("Adafactor", None, "relative step size unless --lr is given"),
         OptimizerInfo("Muon", 0.02),
+        OptimizerInfo("ADOPT", 1e-3),
     )
 }
 

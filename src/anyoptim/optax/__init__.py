@@ -51,6 +51,7 @@ from ._core import (
     sgd,
     to_anyoptim_state,
 )
+from ._more import adopt
 
 __all__ = [
     "State",
@@ -61,6 +62,7 @@ __all__ = [
     "adamax",
     "adamaxw",
     "adamw",
+    "adopt",
     "from_anyoptim_state",
     "from_optimizer",
     "lion",

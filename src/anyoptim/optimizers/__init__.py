@@ -3,6 +3,7 @@
 from ._adafactor import Adafactor
 from ._adam import Adam, Adamax, AdamW
 from ._adaptive import AdaDelta, Adagrad, RMSprop
+from ._adopt import ADOPT
 from ._base import Optimizer
 from ._clip import clip_grad_norm
 from ._lion import Lion
@@ -11,6 +12,7 @@ from ._muon import Muon
 from ._sgd import SGD
 
 __all__ = [
+    "ADOPT",
     "SGD",
     "AdaDelta",
     "Adafactor",

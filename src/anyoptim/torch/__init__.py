@@ -43,8 +43,10 @@ from ._core import (
     save,
     to_anyoptim,
 )
+from ._more import ADOPT
 
 __all__ = [
+    "ADOPT",
     "SGD",
     "AdaDelta",
     "Adadelta",

@@ -1,0 +1,136 @@
+"""Drop-ins for pytorch_optimizer's ADOPT, AdEMAMix, Adan, SignSGD, Lamb, LARS and StableAdamW.
+
+Each class maps pytorch_optimizer's keywords onto the options of the anyoptim optimizer that
+holds the maths (``anyoptim.optimizers._<name>``) and runs that optimizer's rule: there is no
+second copy of the update here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from torch import Tensor
+
+from .. import optimizers as _core
+from .._backend._rules import Elementwise, Hyper
+from ._core import _check_bool, _Elementwise, _fail
+
+__all__ = ["ADOPT"]
+
+
+def _adapted(rule: Elementwise, names: tuple[str, ...],
+             to_core: Callable[[Hyper], dict[str, Any]]) -> Elementwise:
+    """``rule`` (an anyoptim rule) with torch's state names, reading a torch group's keys."""
+    if len(names) != len(rule.state):  # pragma: no cover - a programming error
+        raise AssertionError("one torch name per state entry")
+
+    def scalars(xp: Any, h: Hyper, step: Any, dtype: Any) -> tuple[Any, ...]:
+        return rule.scalars(xp, to_core(h), step, dtype)
+
+    def flags(h: Hyper) -> tuple[Any, ...]:
+        return rule.flags(to_core(h))
+
+    return Elementwise(state=names, element=rule.element, scalars=scalars, flags=flags)
+
+
+def _no_extras(owner: str, kwargs: Mapping[str, Any]) -> None:
+    """pytorch_optimizer accepts ``**kwargs``; anyoptim refuses switches it does not run."""
+    for key, value in kwargs.items():
+        if value:
+            _fail(owner, "", key, value, "absent or False",
+                  "anyoptim does not implement this pytorch_optimizer switch; drop it.")
+
+
+def _quarter(step: Any) -> Any:
+    return step**0.25
+
+
+# ----------------------------------------------------------------------------- ADOPT
+def _adopt_core(h: Hyper) -> dict[str, Any]:
+    return {"learning_rate": h["lr"], "betas": h["betas"], "eps": h["eps"],
+            "weight_decay": h["weight_decay"], "decouple": h["weight_decouple"],
+            "fixed_decay": h["fixed_decay"], "clip": h["_clip"], "clip_step_offset": 0,
+            "nesterov": False, "maximize": h["maximize"]}
+
+
+_ADOPT = _adapted(_core.ADOPT.rule, ("exp_avg", "exp_avg_sq"), _adopt_core)
+
+
+class ADOPT(_Elementwise):
+    r"""ADOPT with ``pytorch_optimizer.ADOPT``'s keywords, defaults and maths.
+
+    See :class:`anyoptim.ADOPT`: the gradient normalised by :math:`\max(\sqrt{v_{t-1}},
+    \epsilon)` and clipped to :math:`\pm` ``clip_lambda(t)``, averaged with :math:`\beta_1`;
+    the first step only sets :math:`v = g^2`. Weight decay is added to the gradient unless
+    ``weight_decouple=True`` (then :math:`p \leftarrow p(1 - \eta\lambda)`, or
+    :math:`p(1 - \lambda)` with ``fixed_decay=True``), on every step including the first.
+
+    Args:
+        params: tensors, ``(name, tensor)`` pairs or parameter-group dicts.
+        lr: learning rate :math:`\eta`. Default ``1e-3``.
+        betas: :math:`(\beta_1, \beta_2)`. Default ``(0.9, 0.9999)``.
+        clip_lambda: the clip bound as a function of the step :math:`t` (from 1), or None
+            for no clipping. Default :math:`t^{1/4}`.
+        weight_decay: :math:`\lambda`. Default ``0``.
+        weight_decouple: decoupled (AdamW-style) decay. Default ``False``.
+        fixed_decay: decoupled decay not scaled by the lr. Default ``False``.
+        foreach: accepted for compatibility; anyoptim picks its executor itself.
+        eps: :math:`\epsilon`. Default ``1e-6``.
+        maximize: maximise the objective. Default ``False``.
+
+    State per parameter: ``step``, ``exp_avg``, ``exp_avg_sq`` (pytorch_optimizer keeps one
+    ``step`` per group instead).
+
+    Example:
+        >>> import torch, anyoptim.torch
+        >>> w = torch.nn.Parameter(torch.zeros(2))
+        >>> opt = anyoptim.torch.ADOPT([w], lr=0.1)
+        >>> for _ in range(2):
+        ...     w.grad = torch.tensor([1.0, -2.0])
+        ...     opt.step()
+        >>> w.detach()
+        tensor([-0.0100,  0.0100])
+    """
+
+    _checked = ("lr", "betas", "eps", "weight_decay", "maximize")
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.9999),
+        clip_lambda: Callable[[float], float] | None = _quarter,
+        weight_decay: float = 0.0,
+        weight_decouple: bool = False,
+        fixed_decay: bool = False,
+        foreach: bool | None = None,
+        eps: float = 1e-6,
+        maximize: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        _no_extras("ADOPT", kwargs)
+        if clip_lambda is not None and not callable(clip_lambda):
+            _fail("ADOPT", "", "clip_lambda", clip_lambda, "a function of the step or None",
+                  "Pass clip_lambda=lambda step: step ** 0.25, say.")
+        self.clip_lambda = clip_lambda
+        defaults = {"lr": lr, "betas": betas, "weight_decay": weight_decay,
+                    "weight_decouple": weight_decouple, "fixed_decay": fixed_decay,
+                    "foreach": foreach, "eps": eps, "maximize": maximize}
+        super().__init__(params, defaults)
+
+    def _validate(self, group: Mapping[str, Any], where: str) -> None:
+        super()._validate(group, where)
+        for key in ("weight_decouple", "fixed_decay"):
+            if key in group:
+                _check_bool("ADOPT", where, key, group[key])
+
+    def _hyper(self, group: Mapping[str, Any]) -> dict[str, Any]:
+        h = super()._hyper(group)
+        h["_clip"] = self.clip_lambda
+        return h
+
+    def _rule(self, h: Hyper) -> Elementwise:
+        return _ADOPT
+
+
