@@ -179,6 +179,15 @@ CONFIGS: dict[str, list[tuple[str, Callable[[], optim.Optimizer], bool]]] = {
         ("wd-nesterov-optax-clip", lambda: optim.ADOPT(0.01, weight_decay=0.1, decouple=True, nesterov=True, clip_step_offset=1), False),
         ("cosine-coupled-noclip", lambda: optim.ADOPT(optim.cosine_decay(0.01, 20), weight_decay=0.1, clip=None), True),
     ],
+    "AdEMAMix": [
+        ("default", lambda: optim.AdEMAMix(0.01), False),
+        ("wd-warmup", lambda: optim.AdEMAMix(0.01, weight_decay=0.1, warmup=10), True),
+        ("coupled-eps-root", lambda: optim.AdEMAMix(optim.cosine_decay(0.01, 20), weight_decay=0.1, decouple=False, eps_root=1e-8), True),
+    ],
+    "SimplifiedAdEMAMix": [
+        ("default", lambda: optim.SimplifiedAdEMAMix(0.001), False),
+        ("alpha-wd", lambda: optim.SimplifiedAdEMAMix(0.001, alpha=2.0, weight_decay=0.1), True),
+    ],
     "Multi": [
         ("muon-adamw", lambda: optim.MultiOptimizer([optim.Muon(0.02), optim.AdamW(0.01)], [_is_matrix]), False),
         (

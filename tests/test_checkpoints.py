@@ -39,6 +39,8 @@ OPTIMIZERS = {
     "Adafactor-lr": lambda: optim.Adafactor(SCHEDULE, relative_step=False),
     "Muon": lambda: optim.Muon(SCHEDULE),
     "ADOPT": lambda: optim.ADOPT(SCHEDULE, weight_decay=0.01, decouple=True),
+    "AdEMAMix": lambda: optim.AdEMAMix(SCHEDULE, weight_decay=0.01, warmup=4),
+    "SimplifiedAdEMAMix": lambda: optim.SimplifiedAdEMAMix(SCHEDULE, alpha=2.0),
 }
 
 

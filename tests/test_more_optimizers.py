@@ -247,11 +247,129 @@ def test_adopt_drop_ins_reject_what_they_do_not_run() -> None:
         ao.adopt(0.1, mu_dtype="bfloat16")
 
 
+# ============================================================================= AdEMAMix
+ADEMAMIX_TORCH = {
+    "default": {},
+    "coupled-wd": {"weight_decay": 0.1},
+    "decoupled-wd": {"weight_decay": 0.1, "weight_decouple": True},
+    "warmup": {"t_alpha_beta3": 30},
+    "betas-alpha": {"alpha": 2.0, "betas": (0.8, 0.99, 0.999), "eps": 1e-6},
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", list(ADEMAMIX_TORCH))
+def test_ademamix_torch_vs_pytorch_optimizer(case: str, dtype: str) -> None:
+    po = pytest.importorskip("pytorch_optimizer")
+    import anyoptim.torch as at
+
+    kw = ADEMAMIX_TORCH[case]
+    torch_pair(lambda ps: at.AdEMAMix(ps, lr=0.01, **kw),
+               lambda ps: po.AdEMAMix(ps, lr=0.01, **kw),
+               dtype, f"AdEMAMix torch/{case}/{dtype} vs pytorch_optimizer.AdEMAMix")
+
+
+ADEMAMIX_CORE = {
+    "default": ({}, {}),
+    "decoupled-wd": ({"weight_decay": 0.1}, {"weight_decay": 0.1, "weight_decouple": True}),
+    "coupled-wd": ({"weight_decay": 0.1, "decouple": False}, {"weight_decay": 0.1}),
+    "warmup": ({"warmup": 30}, {"t_alpha_beta3": 30}),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", list(ADEMAMIX_CORE))
+def test_ademamix_core_vs_pytorch_optimizer(case: str, dtype: str) -> None:
+    po = pytest.importorskip("pytorch_optimizer")
+    ours, ref = ADEMAMIX_CORE[case]
+    core_vs_torch(lambda: optim.AdEMAMix(LR, **ours), lambda ps: po.AdEMAMix(ps, lr=LR, **ref),
+                  dtype, f"AdEMAMix core/{case}/{dtype} vs pytorch_optimizer.AdEMAMix")
+
+
+def _optax_dtypes(dtype: str, kw: dict) -> tuple[str, float | None]:
+    """float64 (with jax_enable_x64) at 1e-12; float32 at 1e-5, because optax computes
+    1 - b**count in float32 (1 - f32(0.999) is 1.3e-5 off), which anyoptim does not copy."""
+    return dtype, (1e-5 if dtype == "float32" else None)
+
+
+def _ademamix_optax_cases() -> dict[str, dict]:
+    optax = pytest.importorskip("optax")
+    import jax.numpy as jnp
+    return {
+        "default": {},
+        "wd": {"weight_decay": 0.1},
+        "wd-mask": {"weight_decay": 0.1, "mask": lambda p: {k: v.ndim > 1 for k, v in p.items()}},
+        # schedules with values exact in float32 (optax's linear_schedule rounds to float32
+        # even under jax_enable_x64, which would hide a mismatch below 1e-4)
+        "schedules": {"alpha": optax.piecewise_constant_schedule(1.0, {10: 2.0, 30: 2.5}),
+                      "b3": lambda count: jnp.where(count < 20, 0.5, 0.9375)},
+        "eps-root": {"eps_root": 1e-8, "b1": 0.8, "b2": 0.99},
+    }
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", ["default", "wd", "wd-mask", "schedules", "eps-root"])
+def test_ademamix_optax_vs_optax_contrib(case: str, dtype: str) -> None:
+    jax = pytest.importorskip("jax")
+    optax = pytest.importorskip("optax")
+    import anyoptim.optax as ao
+
+    kw = _ademamix_optax_cases()[case]
+    real, tol = _optax_dtypes(dtype, kw)
+    if case == "schedules" and dtype == "float32":
+        # beta3 = 0.5 makes the slow term large: optax's float32 bias corrections (above)
+        # then move the parameters by up to 1.2e-3 of the scalar leaf (states agree exactly)
+        tol = 2e-3
+    with jax.enable_x64(real == "float64"):
+        optax_pair(ao.ademamix(LR, **kw), optax.contrib.ademamix(LR, **kw),
+                   f"AdEMAMix optax/{case}/{dtype} vs optax.contrib.ademamix", dtype=real,
+                   tol=tol)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", ["default", "alpha-wd", "alpha-schedule", "mask"])
+def test_simplified_ademamix_optax_vs_optax_contrib(case: str, dtype: str) -> None:
+    jax = pytest.importorskip("jax")
+    optax = pytest.importorskip("optax")
+    import anyoptim.optax as ao
+
+    kw = {"default": {}, "alpha-wd": {"alpha": 5.0, "weight_decay": 0.1, "b1": 0.9},
+          "alpha-schedule": {"alpha": optax.piecewise_constant_schedule(1.0, {10: 2.0, 30: 2.5}),
+                             "eps_root": 1e-8},
+          "mask": {"weight_decay": 0.1, "mask": lambda p: {k: v.ndim > 1 for k, v in p.items()}},
+          }[case]
+    real, tol = _optax_dtypes(dtype, kw)
+    if dtype == "float32":
+        # optax's float32 forms: n = g^2 + b2 (n - g^2) (a lerp that cancels where n ~ g^2)
+        # and 1 - b2**count; with m summing to ~1/(1 - b1) = 100 gradients, 3.4e-5 is seen
+        tol = 1e-4
+    with jax.enable_x64(real == "float64"):
+        optax_pair(ao.simplified_ademamix(LR, **kw), optax.contrib.simplified_ademamix(LR, **kw),
+                   f"SimplifiedAdEMAMix optax/{case}/{dtype} vs optax.contrib.simplified_ademamix",
+                   dtype=real, tol=tol)
+
+
+def test_ademamix_rejects_bad_hyperparameters() -> None:
+    with pytest.raises(ValueError, match="betas"):
+        optim.AdEMAMix(0.1, betas=(0.9, 0.999))
+    with pytest.raises(ValueError, match="beta3"):
+        optim.AdEMAMix(0.1, betas=(0.9, 0.999, 1.5))
+    with pytest.raises(ValueError, match="alpha"):
+        optim.AdEMAMix(0.1, alpha=-1.0)
+    with pytest.raises(ValueError, match="warmup"):
+        optim.AdEMAMix(0.1, warmup=0)
+    with pytest.raises(ValueError, match="alpha"):
+        optim.SimplifiedAdEMAMix(0.1, alpha=-1.0)
+
+
 # ============================================================================= fused paths
 FUSED = [
     ("ADOPT", {}),
     ("ADOPT", {"weight_decay": 0.1, "nesterov": True, "clip_step_offset": 1}),
     ("ADOPT", {"weight_decay": 0.1, "decouple": True, "clip": None}),
+    ("AdEMAMix", {}),
+    ("AdEMAMix", {"weight_decay": 0.1, "decouple": False, "warmup": 4}),
+    ("SimplifiedAdEMAMix", {"alpha": 2.0, "weight_decay": 0.1}),
 ]
 
 

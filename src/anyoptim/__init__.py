@@ -20,11 +20,13 @@ from .optimizers import (
     Adam,
     Adamax,
     AdamW,
+    AdEMAMix,
     Lion,
     MultiOptimizer,
     Muon,
     Optimizer,
     RMSprop,
+    SimplifiedAdEMAMix,
     clip_grad_norm,
 )
 from .schedulers import (
@@ -49,6 +51,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ADOPT",
     "SGD",
+    "AdEMAMix",
     "AdaDelta",
     "Adafactor",
     "Adagrad",
@@ -62,6 +65,7 @@ __all__ = [
     "Muon",
     "Optimizer",
     "RMSprop",
+    "SimplifiedAdEMAMix",
     "TreeMismatchError",
     "__version__",
     "clip_grad_norm",

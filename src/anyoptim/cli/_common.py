@@ -110,6 +110,8 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         OptimizerInfo("Adafactor", None, "relative step size unless --lr is given"),
         OptimizerInfo("Muon", 0.02),
         OptimizerInfo("ADOPT", 1e-3),
+        OptimizerInfo("AdEMAMix", 1e-3),
+        OptimizerInfo("SimplifiedAdEMAMix", 1e-4),
     )
 }
 

@@ -51,7 +51,7 @@ from ._core import (
     sgd,
     to_anyoptim_state,
 )
-from ._more import adopt
+from ._more import ademamix, adopt, simplified_ademamix
 
 __all__ = [
     "State",
@@ -62,6 +62,7 @@ __all__ = [
     "adamax",
     "adamaxw",
     "adamw",
+    "ademamix",
     "adopt",
     "from_anyoptim_state",
     "from_optimizer",
@@ -71,5 +72,6 @@ __all__ = [
     "nadamw",
     "rmsprop",
     "sgd",
+    "simplified_ademamix",
     "to_anyoptim_state",
 ]

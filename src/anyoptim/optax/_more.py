@@ -17,29 +17,58 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ..optimizers import ADOPT
+from ..optimizers import ADOPT, AdEMAMix, SimplifiedAdEMAMix
 from ..optimizers._base import Optimizer
-from ._core import from_optimizer
+from ._core import _decay_flags, _flatten, _paths, from_optimizer
 
-__all__ = ["adopt"]
+__all__ = ["ademamix", "adopt", "simplified_ademamix"]
 
 
 def _zero_like(x: Any) -> Any:
     return None if x is None else jnp.zeros_like(x)
 
 
-def _run(optimizer: Optimizer, direction: bool) -> optax.GradientTransformationExtraArgs:
-    """``from_optimizer(optimizer)``; with ``direction``, its updates from zero parameters."""
-    inner = from_optimizer(optimizer)
-    if not direction:
-        return inner
+def _run(name: str, optimizer: Optimizer, direction: bool,
+         mask: Any = None) -> optax.GradientTransformationExtraArgs:
+    """``from_optimizer(optimizer)``; with ``direction``, its updates from zero parameters;
+    with ``mask`` (optax's weight-decay mask), no weight decay on the leaves it excludes."""
+    if mask is None:
+        inner = from_optimizer(optimizer)
+        build: Callable[[Any], Any] = lambda tree: inner  # noqa: E731
+    else:
+        cache: dict[Any, Any] = {}
+
+        def build(tree: Any) -> Any:
+            treedef = jax.tree.structure(tree, is_leaf=_is_none)
+            found = cache.get(treedef)
+            if found is None:
+                n = len(_flatten(tree)[0])
+                flags = _decay_flags(name, mask, tree, n)
+                off = {".".join(map(str, p)) for p, f in zip(_paths(tree, name), flags) if not f}
+
+                def hyper(path: str) -> dict[str, Any] | None:
+                    return {"weight_decay": 0.0} if path in off else None
+
+                found = cache[treedef] = from_optimizer(optimizer, hyper)
+            return found
+
+    def init(params: Any) -> Any:
+        return build(params).init(params)
 
     def update(updates: Any, state: Any, params: Any = None, **extra_args: Any) -> Any:
-        del params
-        zeros = jax.tree.map(_zero_like, updates, is_leaf=lambda x: x is None)
-        return inner.update(updates, state, zeros, **extra_args)
+        if direction:
+            params = jax.tree.map(_zero_like, updates, is_leaf=_is_none)
+        return build(updates).update(updates, state, params, **extra_args)
 
-    return optax.GradientTransformationExtraArgs(inner.init, update)
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def _is_none(x: Any) -> bool:
+    return x is None
+
+
+def _no_decay(weight_decay: Any) -> bool:
+    return isinstance(weight_decay, (int, float)) and weight_decay == 0
 
 
 def _no_mu_dtype(name: str, mu_dtype: Any) -> None:
@@ -98,5 +127,91 @@ def adopt(
     """
     _no_mu_dtype("adopt", mu_dtype)
     clip = clip_value_fn if use_clipping else None
-    return _run(ADOPT(learning_rate, betas=(b1, b2), eps=eps, clip=clip, clip_step_offset=1,
-                      nesterov=nesterov), True)
+    return _run("adopt", ADOPT(learning_rate, betas=(b1, b2), eps=eps, clip=clip,
+                               clip_step_offset=1, nesterov=nesterov), True)
+
+
+def ademamix(
+    learning_rate: Any,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    b3: Any = 0.9999,
+    alpha: Any = 5.0,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    mu_dtype: Any = None,
+    weight_decay: float = 0.0,
+    mask: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""AdEMAMix with ``optax.contrib.ademamix``'s signature, defaults and maths.
+
+    :class:`anyoptim.AdEMAMix` (decoupled weight decay, which is optax's
+    :math:`-\eta(u + \lambda p)`), run by :func:`from_optimizer`.
+
+    Args:
+        learning_rate: a number or an optax schedule of the update count.
+        b1: decay of the fast average.
+        b2: decay of the second moment.
+        b3: decay of the slow average, or a schedule of the update count.
+        alpha: weight of the slow average, or a schedule of the update count.
+        eps: added to the denominator after the square root.
+        eps_root: added inside the square root.
+        mu_dtype: must be None (moments keep the parameters' dtype).
+        weight_decay: :math:`\lambda`.
+        mask: which leaves are decayed (a tree of bools, a prefix of one, or a function of
+            the parameters returning one).
+
+    Returns:
+        An ``optax.GradientTransformationExtraArgs`` (``params`` needed with weight decay).
+
+    Example:
+        >>> import jax.numpy as jnp, optax, anyoptim.optax
+        >>> tx = anyoptim.optax.ademamix(0.01)
+        >>> params = {"w": jnp.zeros(2)}
+        >>> updates, state = tx.update({"w": jnp.ones(2)}, tx.init(params))
+        >>> optax.apply_updates(params, updates)["w"]
+        Array([-0.010005, -0.010005], dtype=float32)
+    """
+    _no_mu_dtype("ademamix", mu_dtype)
+    opt = AdEMAMix(learning_rate, betas=(b1, b2, b3), alpha=alpha, eps=eps, eps_root=eps_root,
+                   weight_decay=weight_decay)
+    return _run("ademamix", opt, _no_decay(weight_decay), mask)
+
+
+def simplified_ademamix(
+    learning_rate: Any,
+    b1: float = 0.99,
+    b2: float = 0.95,
+    alpha: Any = 0.0,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    weight_decay: float = 0.0,
+    mask: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Simplified AdEMAMix with ``optax.contrib.simplified_ademamix``'s signature, defaults
+    and maths (:class:`anyoptim.SimplifiedAdEMAMix`, run by :func:`from_optimizer`).
+
+    Args:
+        learning_rate: a number or an optax schedule of the update count.
+        b1: decay of the accumulated momentum.
+        b2: decay of the second moment.
+        alpha: weight of the current gradient, or a schedule of the update count.
+        eps: added to the denominator after the square root.
+        eps_root: added inside the square root.
+        weight_decay: :math:`\lambda`.
+        mask: which leaves are decayed.
+
+    Returns:
+        An ``optax.GradientTransformationExtraArgs`` (``params`` needed with weight decay).
+
+    Example:
+        >>> import jax.numpy as jnp, optax, anyoptim.optax
+        >>> tx = anyoptim.optax.simplified_ademamix(0.01)
+        >>> params = {"w": jnp.zeros(2)}
+        >>> updates, state = tx.update({"w": jnp.ones(2)}, tx.init(params))
+        >>> optax.apply_updates(params, updates)["w"]
+        Array([-0.01, -0.01], dtype=float32)
+    """
+    opt = SimplifiedAdEMAMix(learning_rate, betas=(b1, b2), alpha=alpha, eps=eps,
+                             eps_root=eps_root, weight_decay=weight_decay)
+    return _run("simplified_ademamix", opt, _no_decay(weight_decay), mask)

@@ -3,6 +3,7 @@
 from ._adafactor import Adafactor
 from ._adam import Adam, Adamax, AdamW
 from ._adaptive import AdaDelta, Adagrad, RMSprop
+from ._ademamix import AdEMAMix, SimplifiedAdEMAMix
 from ._adopt import ADOPT
 from ._base import Optimizer
 from ._clip import clip_grad_norm
@@ -14,6 +15,7 @@ from ._sgd import SGD
 __all__ = [
     "ADOPT",
     "SGD",
+    "AdEMAMix",
     "AdaDelta",
     "Adafactor",
     "Adagrad",
@@ -25,5 +27,6 @@ __all__ = [
     "Muon",
     "Optimizer",
     "RMSprop",
+    "SimplifiedAdEMAMix",
     "clip_grad_norm",
 ]

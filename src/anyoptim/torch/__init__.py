@@ -43,11 +43,12 @@ from ._core import (
     save,
     to_anyoptim,
 )
-from ._more import ADOPT
+from ._more import ADOPT, AdEMAMix
 
 __all__ = [
     "ADOPT",
     "SGD",
+    "AdEMAMix",
     "AdaDelta",
     "Adadelta",
     "Adafactor",

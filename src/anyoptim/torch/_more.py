@@ -14,9 +14,9 @@ from torch import Tensor
 
 from .. import optimizers as _core
 from .._backend._rules import Elementwise, Hyper
-from ._core import _check_bool, _Elementwise, _fail
+from ._core import _check_bool, _check_number, _Elementwise, _fail
 
-__all__ = ["ADOPT"]
+__all__ = ["ADOPT", "AdEMAMix"]
 
 
 def _adapted(rule: Elementwise, names: tuple[str, ...],
@@ -134,3 +134,92 @@ class ADOPT(_Elementwise):
         return _ADOPT
 
 
+
+
+# ----------------------------------------------------------------------------- AdEMAMix
+def _ademamix_core(h: Hyper) -> dict[str, Any]:
+    return {"learning_rate": h["lr"], "betas": h["betas"], "alpha": h["alpha"], "eps": h["eps"],
+            "eps_root": 0.0, "weight_decay": h["weight_decay"], "decouple": h["weight_decouple"],
+            "fixed_decay": h["fixed_decay"], "warmup": h["t_alpha_beta3"],
+            "maximize": h["maximize"]}
+
+
+_ADEMAMIX = _adapted(_core.AdEMAMix.rule, ("exp_avg", "exp_avg_slow", "exp_avg_sq"),
+                     _ademamix_core)
+
+
+class AdEMAMix(_Elementwise):
+    r"""AdEMAMix with ``pytorch_optimizer.AdEMAMix``'s keywords, defaults and maths.
+
+    See :class:`anyoptim.AdEMAMix`: Adam (bias-corrected) whose numerator adds
+    :math:`lpha` times a slow, never bias-corrected average with :math:`eta_3`;
+    ``t_alpha_beta3`` warms :math:`lpha` up linearly and :math:`eta_3` linearly in
+    half-life. Weight decay is added to the gradient unless ``weight_decouple=True``.
+
+    Args:
+        params: tensors, ``(name, tensor)`` pairs or parameter-group dicts.
+        lr: learning rate :math:`\eta`. Default ``1e-3``.
+        betas: :math:`(\beta_1, \beta_2, \beta_3)`. Default ``(0.9, 0.999, 0.9999)``.
+        weight_decay: :math:`\lambda`. Default ``0``.
+        weight_decouple: decoupled (AdamW-style) decay. Default ``False``.
+        fixed_decay: decoupled decay not scaled by the lr. Default ``False``.
+        alpha: weight of the slow average. Default ``5.0``.
+        t_alpha_beta3: warmup steps of alpha and beta3, or None. Default None.
+        eps: :math:`\epsilon`. Default ``1e-8``.
+        maximize: maximise the objective. Default ``False``.
+        foreach: accepted for compatibility.
+
+    State per parameter: ``step``, ``exp_avg``, ``exp_avg_slow``, ``exp_avg_sq``.
+
+    Example:
+        >>> import torch, anyoptim.torch
+        >>> w = torch.nn.Parameter(torch.zeros(2))
+        >>> opt = anyoptim.torch.AdEMAMix([w], lr=0.01)
+        >>> w.grad = torch.ones(2)
+        >>> opt.step()
+        >>> w.detach()
+        tensor([-0.0100, -0.0100])
+    """
+
+    _checked = ("lr", "eps", "weight_decay", "alpha", "maximize")
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float, float] = (0.9, 0.999, 0.9999),
+        weight_decay: float = 0.0,
+        weight_decouple: bool = False,
+        fixed_decay: bool = False,
+        alpha: float = 5.0,
+        t_alpha_beta3: float | None = None,
+        eps: float = 1e-8,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        _no_extras("AdEMAMix", kwargs)
+        defaults = {"lr": lr, "betas": betas, "weight_decay": weight_decay,
+                    "weight_decouple": weight_decouple, "fixed_decay": fixed_decay,
+                    "alpha": alpha, "t_alpha_beta3": t_alpha_beta3, "eps": eps,
+                    "maximize": maximize, "foreach": foreach}
+        super().__init__(params, defaults)
+
+    def _validate(self, group: Mapping[str, Any], where: str) -> None:
+        super()._validate(group, where)
+        betas = group.get("betas")
+        if betas is not None:
+            if not isinstance(betas, (tuple, list)) or len(betas) != 3:
+                _fail("AdEMAMix", where, "betas", betas, "three decay rates (b1, b2, b3)",
+                      "Pass betas=(0.9, 0.999, 0.9999), say.")
+            for i, beta in enumerate(betas):
+                _check_number("AdEMAMix", where, f"betas[{i}]", beta, 0.0, 1.0)
+        for key in ("weight_decouple", "fixed_decay"):
+            if key in group:
+                _check_bool("AdEMAMix", where, key, group[key])
+        t = group.get("t_alpha_beta3")
+        if t is not None:
+            _check_number("AdEMAMix", where, "t_alpha_beta3", t, 1.0, None)
+
+    def _rule(self, h: Hyper) -> Elementwise:
+        return _ADEMAMIX
