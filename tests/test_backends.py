@@ -188,6 +188,11 @@ CONFIGS: dict[str, list[tuple[str, Callable[[], optim.Optimizer], bool]]] = {
         ("default", lambda: optim.SimplifiedAdEMAMix(0.001), False),
         ("alpha-wd", lambda: optim.SimplifiedAdEMAMix(0.001, alpha=2.0, weight_decay=0.1), True),
     ],
+    "Adan": [
+        ("default", lambda: optim.Adan(0.01), False),
+        ("prox-wd", lambda: optim.Adan(0.01, weight_decay=0.1), False),
+        ("optax-form", lambda: optim.Adan(optim.cosine_decay(0.01, 20), weight_decay=0.1, no_prox=True, diff_weight="optax", eps_root=1e-8), True),
+    ],
     "Multi": [
         ("muon-adamw", lambda: optim.MultiOptimizer([optim.Muon(0.02), optim.AdamW(0.01)], [_is_matrix]), False),
         (

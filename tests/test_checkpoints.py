@@ -41,6 +41,7 @@ OPTIMIZERS = {
     "ADOPT": lambda: optim.ADOPT(SCHEDULE, weight_decay=0.01, decouple=True),
     "AdEMAMix": lambda: optim.AdEMAMix(SCHEDULE, weight_decay=0.01, warmup=4),
     "SimplifiedAdEMAMix": lambda: optim.SimplifiedAdEMAMix(SCHEDULE, alpha=2.0),
+    "Adan": lambda: optim.Adan(SCHEDULE, weight_decay=0.01),
 }
 
 

@@ -362,6 +362,69 @@ def test_ademamix_rejects_bad_hyperparameters() -> None:
         optim.SimplifiedAdEMAMix(0.1, alpha=-1.0)
 
 
+# ============================================================================= Adan
+ADAN_TORCH = {
+    "default": {},
+    "proximal-wd": {"weight_decay": 0.1},
+    "decoupled-wd": {"weight_decay": 0.1, "weight_decouple": True},
+    "betas-eps": {"betas": (0.9, 0.8, 0.95), "eps": 1e-6},
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", list(ADAN_TORCH))
+def test_adan_torch_vs_pytorch_optimizer(case: str, dtype: str) -> None:
+    po = pytest.importorskip("pytorch_optimizer")
+    import anyoptim.torch as at
+
+    kw = ADAN_TORCH[case]
+    torch_pair(lambda ps: at.Adan(ps, lr=0.01, **kw), lambda ps: po.Adan(ps, lr=0.01, **kw),
+               dtype, f"Adan torch/{case}/{dtype} vs pytorch_optimizer.Adan")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", ["default", "proximal-wd", "no-prox-wd"])
+def test_adan_core_vs_pytorch_optimizer(case: str, dtype: str) -> None:
+    po = pytest.importorskip("pytorch_optimizer")
+    ours, ref = {"default": ({}, {}),
+                 "proximal-wd": ({"weight_decay": 0.1}, {"weight_decay": 0.1}),
+                 "no-prox-wd": ({"weight_decay": 0.1, "no_prox": True},
+                                {"weight_decay": 0.1, "weight_decouple": True})}[case]
+    core_vs_torch(lambda: optim.Adan(LR, **ours), lambda ps: po.Adan(ps, lr=LR, **ref),
+                  dtype, f"Adan core/{case}/{dtype} vs pytorch_optimizer.Adan")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", ["default", "wd", "wd-mask", "schedule-eps"])
+def test_adan_optax_vs_optax(case: str, dtype: str) -> None:
+    jax = pytest.importorskip("jax")
+    optax = pytest.importorskip("optax")
+    import anyoptim.optax as ao
+
+    kw = {"default": {}, "wd": {"weight_decay": 0.1},
+          "wd-mask": {"weight_decay": 0.1, "mask": lambda p: {k: v.ndim > 1 for k, v in p.items()}},
+          "schedule-eps": {"eps_root": 0.0, "eps": 1e-6, "b1": 0.9}}[case]
+    lr = optax.cosine_decay_schedule(LR, STEPS) if case == "schedule-eps" else LR
+    real, tol = _optax_dtypes(dtype, kw)
+    with jax.enable_x64(real == "float64"):
+        optax_pair(ao.adan(lr, **kw), optax.adan(lr, **kw),
+                   f"Adan optax/{case}/{dtype} vs optax.adan", dtype=real, tol=tol)
+
+
+def test_adan_rejects_bad_hyperparameters() -> None:
+    with pytest.raises(ValueError, match="diff_weight"):
+        optim.Adan(0.1, diff_weight="timm")
+    with pytest.raises(ValueError, match="betas"):
+        optim.Adan(0.1, betas=(0.9, 0.9))
+    pytest.importorskip("torch")
+    import torch
+
+    import anyoptim.torch as at
+
+    with pytest.raises(ValueError, match="max_grad_norm"):
+        at.Adan([torch.nn.Parameter(torch.zeros(2))], max_grad_norm=1.0)
+
+
 # ============================================================================= fused paths
 FUSED = [
     ("ADOPT", {}),
@@ -370,6 +433,9 @@ FUSED = [
     ("AdEMAMix", {}),
     ("AdEMAMix", {"weight_decay": 0.1, "decouple": False, "warmup": 4}),
     ("SimplifiedAdEMAMix", {"alpha": 2.0, "weight_decay": 0.1}),
+    ("Adan", {}),
+    ("Adan", {"weight_decay": 0.1, "diff_weight": "optax", "eps_root": 1e-8}),
+    ("Adan", {"weight_decay": 0.1, "no_prox": True}),
 ]
 
 

@@ -112,6 +112,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         OptimizerInfo("ADOPT", 1e-3),
         OptimizerInfo("AdEMAMix", 1e-3),
         OptimizerInfo("SimplifiedAdEMAMix", 1e-4),
+        OptimizerInfo("Adan", 1e-3),
     )
 }
 

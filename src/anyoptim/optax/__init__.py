@@ -51,7 +51,7 @@ from ._core import (
     sgd,
     to_anyoptim_state,
 )
-from ._more import ademamix, adopt, simplified_ademamix
+from ._more import adan, ademamix, adopt, simplified_ademamix
 
 __all__ = [
     "State",
@@ -62,6 +62,7 @@ __all__ = [
     "adamax",
     "adamaxw",
     "adamw",
+    "adan",
     "ademamix",
     "adopt",
     "from_anyoptim_state",

@@ -17,11 +17,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ..optimizers import ADOPT, AdEMAMix, SimplifiedAdEMAMix
+from ..optimizers import ADOPT, Adan, AdEMAMix, SimplifiedAdEMAMix
 from ..optimizers._base import Optimizer
 from ._core import _decay_flags, _flatten, _paths, from_optimizer
 
-__all__ = ["ademamix", "adopt", "simplified_ademamix"]
+__all__ = ["adan", "ademamix", "adopt", "simplified_ademamix"]
 
 
 def _zero_like(x: Any) -> Any:
@@ -215,3 +215,45 @@ def simplified_ademamix(
     opt = SimplifiedAdEMAMix(learning_rate, betas=(b1, b2), alpha=alpha, eps=eps,
                              eps_root=eps_root, weight_decay=weight_decay)
     return _run("simplified_ademamix", opt, _no_decay(weight_decay), mask)
+
+
+def adan(
+    learning_rate: Any,
+    b1: float = 0.98,
+    b2: float = 0.92,
+    b3: float = 0.99,
+    eps: float = 1e-8,
+    eps_root: float = 1e-8,
+    weight_decay: float = 0.0,
+    mask: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Adan with ``optax.adan``'s signature, defaults and maths.
+
+    :class:`anyoptim.Adan` with optax's weight of the gradient difference
+    (``diff_weight="optax"``: :math:`1 - \beta_2` where the paper has :math:`\beta_2`) and
+    AdamW-style decay (``no_prox=True``), run by :func:`from_optimizer`.
+
+    Args:
+        learning_rate: a number or an optax schedule of the update count.
+        b1: decay of the gradient average.
+        b2: decay of the gradient-difference average.
+        b3: decay of the second moment.
+        eps: added to the denominator after the square root.
+        eps_root: added inside the square root.
+        weight_decay: :math:`\lambda`.
+        mask: which leaves are decayed.
+
+    Returns:
+        An ``optax.GradientTransformationExtraArgs`` (``params`` needed with weight decay).
+
+    Example:
+        >>> import jax.numpy as jnp, optax, anyoptim.optax
+        >>> tx = anyoptim.optax.adan(0.01)
+        >>> params = {"w": jnp.zeros(2)}
+        >>> updates, state = tx.update({"w": jnp.ones(2)}, tx.init(params))
+        >>> optax.apply_updates(params, updates)["w"]
+        Array([-0.01, -0.01], dtype=float32)
+    """
+    opt = Adan(learning_rate, betas=(b1, b2, b3), eps=eps, eps_root=eps_root,
+               weight_decay=weight_decay, no_prox=True, diff_weight="optax")
+    return _run("adan", opt, _no_decay(weight_decay), mask)

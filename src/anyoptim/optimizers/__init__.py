@@ -2,6 +2,7 @@
 
 from ._adafactor import Adafactor
 from ._adam import Adam, Adamax, AdamW
+from ._adan import Adan
 from ._adaptive import AdaDelta, Adagrad, RMSprop
 from ._ademamix import AdEMAMix, SimplifiedAdEMAMix
 from ._adopt import ADOPT
@@ -22,6 +23,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "Adan",
     "Lion",
     "MultiOptimizer",
     "Muon",

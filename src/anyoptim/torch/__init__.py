@@ -43,7 +43,7 @@ from ._core import (
     save,
     to_anyoptim,
 )
-from ._more import ADOPT, AdEMAMix
+from ._more import ADOPT, Adan, AdEMAMix
 
 __all__ = [
     "ADOPT",
@@ -56,6 +56,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "Adan",
     "Lion",
     "Muon",
     "Optimizer",

@@ -16,7 +16,7 @@ from .. import optimizers as _core
 from .._backend._rules import Elementwise, Hyper
 from ._core import _check_bool, _check_number, _Elementwise, _fail
 
-__all__ = ["ADOPT", "AdEMAMix"]
+__all__ = ["ADOPT", "AdEMAMix", "Adan"]
 
 
 def _adapted(rule: Elementwise, names: tuple[str, ...],
@@ -223,3 +223,89 @@ class AdEMAMix(_Elementwise):
 
     def _rule(self, h: Hyper) -> Elementwise:
         return _ADEMAMIX
+
+
+# ----------------------------------------------------------------------------- Adan
+def _adan_core(h: Hyper) -> dict[str, Any]:
+    return {"learning_rate": h["lr"], "betas": h["betas"], "eps": h["eps"], "eps_root": 0.0,
+            "weight_decay": h["weight_decay"], "no_prox": h["weight_decouple"],
+            "diff_weight": "paper", "maximize": h["maximize"]}
+
+
+_ADAN = _adapted(_core.Adan.rule, ("exp_avg", "exp_avg_diff", "exp_avg_sq", "previous_grad"),
+                 _adan_core)
+
+
+class Adan(_Elementwise):
+    r"""Adan with ``pytorch_optimizer.Adan``'s keywords, defaults and maths.
+
+    See :class:`anyoptim.Adan` (``diff_weight="paper"``): proximal weight decay
+    :math:`p \leftarrow (p - \eta u)/(1 + \eta\lambda)` unless ``weight_decouple=True``.
+    ``previous_grad`` holds the previous gradient (pytorch_optimizer keeps its negative).
+
+    Args:
+        params: tensors, ``(name, tensor)`` pairs or parameter-group dicts.
+        lr: learning rate :math:`\eta`. Default ``1e-3``.
+        betas: :math:`(\beta_1, \beta_2, \beta_3)`. Default ``(0.98, 0.92, 0.99)``.
+        weight_decay: :math:`\lambda`. Default ``0``.
+        weight_decouple: AdamW-style instead of proximal decay. Default ``False``.
+        max_grad_norm: must be ``0`` (use ``torch.nn.utils.clip_grad_norm_`` before the step).
+        foreach: accepted for compatibility.
+        eps: :math:`\epsilon`. Default ``1e-8``.
+        maximize: maximise the objective. Default ``False``.
+
+    State per parameter: ``step``, ``exp_avg``, ``exp_avg_diff``, ``exp_avg_sq``,
+    ``previous_grad``.
+
+    Example:
+        >>> import torch, anyoptim.torch
+        >>> w = torch.nn.Parameter(torch.zeros(2))
+        >>> opt = anyoptim.torch.Adan([w], lr=0.01)
+        >>> w.grad = torch.ones(2)
+        >>> opt.step()
+        >>> w.detach()
+        tensor([-0.0100, -0.0100])
+    """
+
+    _checked = ("lr", "eps", "weight_decay", "maximize")
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float, float] = (0.98, 0.92, 0.99),
+        weight_decay: float = 0.0,
+        weight_decouple: bool = False,
+        max_grad_norm: float = 0.0,
+        foreach: bool | None = None,
+        eps: float = 1e-8,
+        maximize: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        _no_extras("Adan", kwargs)
+        if max_grad_norm != 0:
+            _fail("Adan", "", "max_grad_norm", max_grad_norm, "0",
+                  "Clip with torch.nn.utils.clip_grad_norm_(params, max_norm) before step().")
+        defaults = {"lr": lr, "betas": betas, "weight_decay": weight_decay,
+                    "weight_decouple": weight_decouple, "max_grad_norm": 0.0,
+                    "foreach": foreach, "eps": eps, "maximize": maximize}
+        super().__init__(params, defaults)
+
+    def _validate(self, group: Mapping[str, Any], where: str) -> None:
+        super()._validate(group, where)
+        _check_three_betas("Adan", where, group.get("betas"))
+        if "weight_decouple" in group:
+            _check_bool("Adan", where, "weight_decouple", group["weight_decouple"])
+
+    def _rule(self, h: Hyper) -> Elementwise:
+        return _ADAN
+
+
+def _check_three_betas(owner: str, where: str, betas: Any) -> None:
+    if betas is None:
+        return
+    if not isinstance(betas, (tuple, list)) or len(betas) != 3:
+        _fail(owner, where, "betas", betas, "three decay rates (b1, b2, b3)",
+              "Pass three betas, e.g. (0.98, 0.92, 0.99).")
+    for i, beta in enumerate(betas):
+        _check_number(owner, where, f"betas[{i}]", beta, 0.0, 1.0)
