@@ -193,6 +193,14 @@ CONFIGS: dict[str, list[tuple[str, Callable[[], optim.Optimizer], bool]]] = {
         ("prox-wd", lambda: optim.Adan(0.01, weight_decay=0.1), False),
         ("optax-form", lambda: optim.Adan(optim.cosine_decay(0.01, 20), weight_decay=0.1, no_prox=True, diff_weight="optax", eps_root=1e-8), True),
     ],
+    "SignSGD": [
+        ("default", lambda: optim.SignSGD(0.001), False),
+        ("coupled-wd", lambda: optim.SignSGD(optim.cosine_decay(0.001, 20), weight_decay=0.1, decouple=False), True),
+    ],
+    "Signum": [
+        ("default", lambda: optim.Signum(0.001), False),
+        ("wd", lambda: optim.Signum(0.001, momentum=0.5, weight_decay=0.1), False),
+    ],
     "Multi": [
         ("muon-adamw", lambda: optim.MultiOptimizer([optim.Muon(0.02), optim.AdamW(0.01)], [_is_matrix]), False),
         (

@@ -42,6 +42,8 @@ OPTIMIZERS = {
     "AdEMAMix": lambda: optim.AdEMAMix(SCHEDULE, weight_decay=0.01, warmup=4),
     "SimplifiedAdEMAMix": lambda: optim.SimplifiedAdEMAMix(SCHEDULE, alpha=2.0),
     "Adan": lambda: optim.Adan(SCHEDULE, weight_decay=0.01),
+    "SignSGD": lambda: optim.SignSGD(SCHEDULE, weight_decay=0.01),
+    "Signum": lambda: optim.Signum(SCHEDULE, momentum=0.8),
 }
 
 

@@ -425,6 +425,59 @@ def test_adan_rejects_bad_hyperparameters() -> None:
         at.Adan([torch.nn.Parameter(torch.zeros(2))], max_grad_norm=1.0)
 
 
+# ============================================================================= signSGD / Signum
+SIGN_TORCH = {
+    "signum": {},
+    "sign-sgd": {"momentum": 0.0},
+    "decoupled-wd": {"weight_decay": 0.1, "momentum": 0.5},
+    "coupled-wd": {"weight_decay": 0.1, "weight_decouple": False},
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", list(SIGN_TORCH))
+def test_sign_torch_vs_pytorch_optimizer(case: str, dtype: str) -> None:
+    po = pytest.importorskip("pytorch_optimizer")
+    import anyoptim.torch as at
+
+    kw = SIGN_TORCH[case]
+    torch_pair(lambda ps: at.SignSGD(ps, lr=0.01, **kw), lambda ps: po.SignSGD(ps, lr=0.01, **kw),
+               dtype, f"SignSGD torch/{case}/{dtype} vs pytorch_optimizer.SignSGD")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", ["signum", "sign-sgd", "wd"])
+def test_sign_core_vs_pytorch_optimizer(case: str, dtype: str) -> None:
+    po = pytest.importorskip("pytorch_optimizer")
+    make, ref = {
+        "signum": (lambda: optim.Signum(LR), {}),
+        "sign-sgd": (lambda: optim.SignSGD(LR), {"momentum": 0.0}),
+        "wd": (lambda: optim.Signum(LR, momentum=0.5, weight_decay=0.1), {"momentum": 0.5,
+                                                                          "weight_decay": 0.1}),
+    }[case]
+    core_vs_torch(make, lambda ps: po.SignSGD(ps, lr=LR, **ref), dtype,
+                  f"SignSGD core/{case}/{dtype} vs pytorch_optimizer.SignSGD")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", ["sign_sgd", "signum", "signum-schedule"])
+def test_sign_optax_vs_optax(case: str, dtype: str) -> None:
+    jax = pytest.importorskip("jax")
+    optax = pytest.importorskip("optax")
+    import anyoptim.optax as ao
+
+    with jax.enable_x64(dtype == "float64"):
+        if case == "sign_sgd":
+            ours, ref = ao.sign_sgd(LR), optax.sign_sgd(LR)
+        elif case == "signum":
+            ours, ref = ao.signum(LR, beta=0.5), optax.signum(LR, beta=0.5)
+        else:
+            lr = optax.cosine_decay_schedule(LR, STEPS)
+            ours, ref = ao.signum(lr), optax.signum(lr)
+        optax_pair(ours, ref, f"SignSGD optax/{case}/{dtype} vs optax.{case.split('-')[0]}",
+                   dtype=dtype, with_params=False)
+
+
 # ============================================================================= fused paths
 FUSED = [
     ("ADOPT", {}),
@@ -436,6 +489,8 @@ FUSED = [
     ("Adan", {}),
     ("Adan", {"weight_decay": 0.1, "diff_weight": "optax", "eps_root": 1e-8}),
     ("Adan", {"weight_decay": 0.1, "no_prox": True}),
+    ("SignSGD", {"weight_decay": 0.1}),
+    ("Signum", {"weight_decay": 0.1, "decouple": False}),
 ]
 
 

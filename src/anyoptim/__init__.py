@@ -27,6 +27,8 @@ from .optimizers import (
     Muon,
     Optimizer,
     RMSprop,
+    SignSGD,
+    Signum,
     SimplifiedAdEMAMix,
     clip_grad_norm,
 )
@@ -67,6 +69,8 @@ __all__ = [
     "Muon",
     "Optimizer",
     "RMSprop",
+    "SignSGD",
+    "Signum",
     "SimplifiedAdEMAMix",
     "TreeMismatchError",
     "__version__",

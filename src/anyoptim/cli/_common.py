@@ -113,6 +113,8 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         OptimizerInfo("AdEMAMix", 1e-3),
         OptimizerInfo("SimplifiedAdEMAMix", 1e-4),
         OptimizerInfo("Adan", 1e-3),
+        OptimizerInfo("SignSGD", 1e-3),
+        OptimizerInfo("Signum", 1e-3),
     )
 }
 

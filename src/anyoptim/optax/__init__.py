@@ -51,7 +51,7 @@ from ._core import (
     sgd,
     to_anyoptim_state,
 )
-from ._more import adan, ademamix, adopt, simplified_ademamix
+from ._more import adan, ademamix, adopt, sign_sgd, signum, simplified_ademamix
 
 __all__ = [
     "State",
@@ -73,6 +73,8 @@ __all__ = [
     "nadamw",
     "rmsprop",
     "sgd",
+    "sign_sgd",
+    "signum",
     "simplified_ademamix",
     "to_anyoptim_state",
 ]

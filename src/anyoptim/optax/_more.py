@@ -17,11 +17,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ..optimizers import ADOPT, Adan, AdEMAMix, SimplifiedAdEMAMix
+from ..optimizers import ADOPT, Adan, AdEMAMix, SignSGD, Signum, SimplifiedAdEMAMix
 from ..optimizers._base import Optimizer
 from ._core import _decay_flags, _flatten, _paths, from_optimizer
 
-__all__ = ["adan", "ademamix", "adopt", "simplified_ademamix"]
+__all__ = ["adan", "ademamix", "adopt", "sign_sgd", "signum", "simplified_ademamix"]
 
 
 def _zero_like(x: Any) -> Any:
@@ -257,3 +257,38 @@ def adan(
     opt = Adan(learning_rate, betas=(b1, b2, b3), eps=eps, eps_root=eps_root,
                weight_decay=weight_decay, no_prox=True, diff_weight="optax")
     return _run("adan", opt, _no_decay(weight_decay), mask)
+
+
+def sign_sgd(learning_rate: Any) -> optax.GradientTransformationExtraArgs:
+    r"""signSGD with ``optax.sign_sgd``'s signature and maths (:class:`anyoptim.SignSGD`):
+    the update is :math:`-\eta\, \mathrm{sign}(g)`.
+
+    Example:
+        >>> import jax.numpy as jnp, anyoptim.optax
+        >>> tx = anyoptim.optax.sign_sgd(0.125)
+        >>> params = {"w": jnp.zeros(3)}
+        >>> tx.update({"w": jnp.array([3.0, -0.5, 0.0])}, tx.init(params))[0]["w"]
+        Array([-0.125,  0.125,  0.   ], dtype=float32)
+    """
+    return _run("sign_sgd", SignSGD(learning_rate), True)
+
+
+def signum(learning_rate: Any, beta: float = 0.9,
+           accumulator_dtype: Any = None) -> optax.GradientTransformationExtraArgs:
+    r"""Signum with ``optax.signum``'s signature and maths (:class:`anyoptim.Signum`): the
+    update is :math:`-\eta\, \mathrm{sign}(m)`, :math:`m \leftarrow \beta m + (1-\beta) g`.
+
+    Args:
+        learning_rate: a number or an optax schedule of the update count.
+        beta: decay of the average.
+        accumulator_dtype: must be None (the average keeps the parameters' dtype).
+
+    Example:
+        >>> import jax.numpy as jnp, anyoptim.optax
+        >>> tx = anyoptim.optax.signum(0.125)
+        >>> params = {"w": jnp.zeros(3)}
+        >>> tx.update({"w": jnp.array([3.0, -0.5, 0.0])}, tx.init(params))[0]["w"]
+        Array([-0.125,  0.125,  0.   ], dtype=float32)
+    """
+    _no_mu_dtype("signum", accumulator_dtype)
+    return _run("signum", Signum(learning_rate, momentum=beta), True)

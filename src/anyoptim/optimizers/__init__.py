@@ -12,6 +12,7 @@ from ._lion import Lion
 from ._multi import MultiOptimizer
 from ._muon import Muon
 from ._sgd import SGD
+from ._sign import SignSGD, Signum
 
 __all__ = [
     "ADOPT",
@@ -29,6 +30,8 @@ __all__ = [
     "Muon",
     "Optimizer",
     "RMSprop",
+    "SignSGD",
+    "Signum",
     "SimplifiedAdEMAMix",
     "clip_grad_norm",
 ]

@@ -43,7 +43,7 @@ from ._core import (
     save,
     to_anyoptim,
 )
-from ._more import ADOPT, Adan, AdEMAMix
+from ._more import ADOPT, Adan, AdEMAMix, SignSGD
 
 __all__ = [
     "ADOPT",
@@ -61,6 +61,7 @@ __all__ = [
     "Muon",
     "Optimizer",
     "RMSprop",
+    "SignSGD",
     "from_anyoptim",
     "load",
     "save",

@@ -16,7 +16,7 @@ from .. import optimizers as _core
 from .._backend._rules import Elementwise, Hyper
 from ._core import _check_bool, _check_number, _Elementwise, _fail
 
-__all__ = ["ADOPT", "AdEMAMix", "Adan"]
+__all__ = ["ADOPT", "AdEMAMix", "Adan", "SignSGD"]
 
 
 def _adapted(rule: Elementwise, names: tuple[str, ...],
@@ -309,3 +309,77 @@ def _check_three_betas(owner: str, where: str, betas: Any) -> None:
               "Pass three betas, e.g. (0.98, 0.92, 0.99).")
     for i, beta in enumerate(betas):
         _check_number(owner, where, f"betas[{i}]", beta, 0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- SignSGD
+def _sign_core(h: Hyper) -> dict[str, Any]:
+    return {"learning_rate": h["lr"], "momentum": h["momentum"],
+            "weight_decay": h["weight_decay"], "decouple": h["weight_decouple"],
+            "maximize": h["maximize"]}
+
+
+_SIGN = _adapted(_core.SignSGD.stateless_rule, (), _sign_core)
+_SIGNUM = _adapted(_core.Signum.rule, ("momentum_buffer",), _sign_core)
+
+
+class SignSGD(_Elementwise):
+    r"""signSGD / Signum with ``pytorch_optimizer.SignSGD``'s keywords, defaults and maths.
+
+    :math:`p \leftarrow p - \eta\, \mathrm{sign}(m)` with
+    :math:`m \leftarrow \beta m + (1 - \beta) g` (:class:`anyoptim.Signum`), or the sign of the
+    gradient itself for ``momentum=0`` (:class:`anyoptim.SignSGD`). Weight decay is decoupled
+    unless ``weight_decouple=False``.
+
+    Args:
+        params: tensors, ``(name, tensor)`` pairs or parameter-group dicts.
+        lr: learning rate :math:`\eta`. Default ``1e-3``.
+        momentum: :math:`\beta` in [0, 1). Default ``0.9``.
+        weight_decay: :math:`\lambda`. Default ``0``.
+        weight_decouple: decoupled decay. Default ``True``.
+        foreach: accepted for compatibility.
+        maximize: maximise the objective. Default ``False``.
+
+    State per parameter: ``momentum_buffer`` (for ``momentum > 0``).
+
+    Example:
+        >>> import torch, anyoptim.torch
+        >>> w = torch.nn.Parameter(torch.zeros(3))
+        >>> opt = anyoptim.torch.SignSGD([w], lr=0.125)
+        >>> w.grad = torch.tensor([3.0, -0.5, 0.0])
+        >>> opt.step()
+        >>> w.detach()
+        tensor([-0.1250,  0.1250,  0.0000])
+    """
+
+    _checked = ("lr", "weight_decay", "maximize")
+    _counts_steps = False
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | Tensor = 1e-3,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        weight_decouple: bool = True,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        _no_extras("SignSGD", kwargs)
+        defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
+                    "weight_decouple": weight_decouple, "foreach": foreach,
+                    "maximize": maximize}
+        super().__init__(params, defaults)
+
+    def _validate(self, group: Mapping[str, Any], where: str) -> None:
+        super()._validate(group, where)
+        if "momentum" in group:
+            _check_number("SignSGD", where, "momentum", group["momentum"], 0.0, 1.0)
+        if "weight_decouple" in group:
+            _check_bool("SignSGD", where, "weight_decouple", group["weight_decouple"])
+
+    def _init_state(self, p: Tensor, state: dict[str, Any], h: Hyper) -> None:
+        pass
+
+    def _rule(self, h: Hyper) -> Elementwise:
+        return _SIGNUM if h["momentum"] > 0 else _SIGN
