@@ -201,6 +201,10 @@ CONFIGS: dict[str, list[tuple[str, Callable[[], optim.Optimizer], bool]]] = {
         ("default", lambda: optim.Signum(0.001), False),
         ("wd", lambda: optim.Signum(0.001, momentum=0.5, weight_decay=0.1), False),
     ],
+    "LAMB": [
+        ("default", lambda: optim.LAMB(0.01), False),
+        ("wd-exclude", lambda: optim.LAMB(optim.cosine_decay(0.01, 20), weight_decay=0.1, exclude_1d=True, eps_root=1e-8), True),
+    ],
     "Multi": [
         ("muon-adamw", lambda: optim.MultiOptimizer([optim.Muon(0.02), optim.AdamW(0.01)], [_is_matrix]), False),
         (

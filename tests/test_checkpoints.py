@@ -44,6 +44,7 @@ OPTIMIZERS = {
     "Adan": lambda: optim.Adan(SCHEDULE, weight_decay=0.01),
     "SignSGD": lambda: optim.SignSGD(SCHEDULE, weight_decay=0.01),
     "Signum": lambda: optim.Signum(SCHEDULE, momentum=0.8),
+    "LAMB": lambda: optim.LAMB(SCHEDULE, weight_decay=0.01),
 }
 
 

@@ -478,6 +478,36 @@ def test_sign_optax_vs_optax(case: str, dtype: str) -> None:
                    dtype=dtype, with_params=False)
 
 
+# ============================================================================= LAMB
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", ["default", "wd", "wd-mask", "schedule-eps-root"])
+def test_lamb_optax_vs_optax(case: str, dtype: str) -> None:
+    jax = pytest.importorskip("jax")
+    optax = pytest.importorskip("optax")
+    import anyoptim.optax as ao
+
+    kw = {"default": {}, "wd": {"weight_decay": 0.1},
+          "wd-mask": {"weight_decay": 0.1, "mask": lambda p: {k: v.ndim > 1 for k, v in p.items()}},
+          "schedule-eps-root": {"eps_root": 1e-8, "b1": 0.8}}[case]
+    lr = optax.cosine_decay_schedule(LR, STEPS) if case.startswith("schedule") else LR
+    real, tol = _optax_dtypes(dtype, kw)
+    with jax.enable_x64(real == "float64"):
+        optax_pair(ao.lamb(lr, **kw), optax.lamb(lr, **kw), f"LAMB optax/{case}/{dtype} vs optax.lamb",
+                   dtype=real, tol=tol)
+
+
+def test_lamb_exclude_1d_is_adam_on_vectors() -> None:
+    rng = np.random.default_rng(0)
+    params = {"b": rng.standard_normal(4), "w": rng.standard_normal((3, 2))}
+    grads = {"b": rng.standard_normal(4), "w": rng.standard_normal((3, 2))}
+    lamb = optim.LAMB(LR, weight_decay=0.1, exclude_1d=True)
+    adam = optim.Adam(LR, betas=[0.9, 0.999], eps=1e-6, bias_correction=True)
+    new = lamb.apply_gradients(grads, params)
+    ref = adam.apply_gradients({"b": grads["b"]}, {"b": params["b"]})
+    np.testing.assert_allclose(new["b"], ref["b"], rtol=1e-6)  # Adam: float32 bias terms
+    assert not np.allclose(new["w"], params["w"])
+
+
 # ============================================================================= fused paths
 FUSED = [
     ("ADOPT", {}),

@@ -13,6 +13,7 @@ from .errors import CheckpointError, MissingStateError, TreeMismatchError
 from .io import load, load_params, read_metadata, save
 from .optimizers import (
     ADOPT,
+    LAMB,
     SGD,
     AdaDelta,
     Adafactor,
@@ -53,6 +54,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ADOPT",
+    "LAMB",
     "SGD",
     "AdEMAMix",
     "AdaDelta",

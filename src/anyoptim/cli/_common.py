@@ -115,6 +115,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         OptimizerInfo("Adan", 1e-3),
         OptimizerInfo("SignSGD", 1e-3),
         OptimizerInfo("Signum", 1e-3),
+        OptimizerInfo("LAMB", 1e-2),
     )
 }
 

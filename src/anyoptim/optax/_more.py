@@ -17,11 +17,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ..optimizers import ADOPT, Adan, AdEMAMix, SignSGD, Signum, SimplifiedAdEMAMix
+from ..optimizers import ADOPT, LAMB, Adan, AdEMAMix, SignSGD, Signum, SimplifiedAdEMAMix
 from ..optimizers._base import Optimizer
 from ._core import _decay_flags, _flatten, _paths, from_optimizer
 
-__all__ = ["adan", "ademamix", "adopt", "sign_sgd", "signum", "simplified_ademamix"]
+__all__ = ["adan", "ademamix", "adopt", "lamb", "sign_sgd", "signum", "simplified_ademamix"]
 
 
 def _zero_like(x: Any) -> Any:
@@ -292,3 +292,40 @@ def signum(learning_rate: Any, beta: float = 0.9,
     """
     _no_mu_dtype("signum", accumulator_dtype)
     return _run("signum", Signum(learning_rate, momentum=beta), True)
+
+
+def lamb(
+    learning_rate: Any,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-6,
+    eps_root: float = 0.0,
+    weight_decay: float = 0.0,
+    mask: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""LAMB with ``optax.lamb``'s signature, defaults and maths (:class:`anyoptim.LAMB`,
+    per-tensor trust ratios, run by :func:`from_optimizer`).
+
+    Args:
+        learning_rate: a number or an optax schedule of the update count.
+        b1: decay of the first moment.
+        b2: decay of the second moment.
+        eps: added to the denominator after the square root.
+        eps_root: added inside the square root.
+        weight_decay: :math:`\lambda`.
+        mask: which leaves are decayed (the trust ratio applies to every leaf, as in optax).
+
+    Returns:
+        An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
+
+    Example:
+        >>> import jax.numpy as jnp, optax, anyoptim.optax
+        >>> tx = anyoptim.optax.lamb(0.1)
+        >>> params = {"w": jnp.array([3.0, 4.0])}
+        >>> updates, state = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
+        >>> optax.apply_updates(params, updates)["w"]
+        Array([2.6464467, 3.6464467], dtype=float32)
+    """
+    opt = LAMB(learning_rate, betas=(b1, b2), eps=eps, eps_root=eps_root,
+               weight_decay=weight_decay)
+    return _run("lamb", opt, False, mask)

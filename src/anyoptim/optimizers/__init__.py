@@ -8,6 +8,7 @@ from ._ademamix import AdEMAMix, SimplifiedAdEMAMix
 from ._adopt import ADOPT
 from ._base import Optimizer
 from ._clip import clip_grad_norm
+from ._lamb import LAMB
 from ._lion import Lion
 from ._multi import MultiOptimizer
 from ._muon import Muon
@@ -16,6 +17,7 @@ from ._sign import SignSGD, Signum
 
 __all__ = [
     "ADOPT",
+    "LAMB",
     "SGD",
     "AdEMAMix",
     "AdaDelta",
