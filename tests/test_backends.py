@@ -205,6 +205,10 @@ CONFIGS: dict[str, list[tuple[str, Callable[[], optim.Optimizer], bool]]] = {
         ("default", lambda: optim.LAMB(0.01), False),
         ("wd-exclude", lambda: optim.LAMB(optim.cosine_decay(0.01, 20), weight_decay=0.1, exclude_1d=True, eps_root=1e-8), True),
     ],
+    "LARS": [
+        ("default", lambda: optim.LARS(0.1), False),
+        ("wd-nesterov-exclude", lambda: optim.LARS(optim.cosine_decay(0.1, 20), weight_decay=0.01, nesterov=True, exclude_1d=True), True),
+    ],
     "Multi": [
         ("muon-adamw", lambda: optim.MultiOptimizer([optim.Muon(0.02), optim.AdamW(0.01)], [_is_matrix]), False),
         (

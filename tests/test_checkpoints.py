@@ -45,6 +45,7 @@ OPTIMIZERS = {
     "SignSGD": lambda: optim.SignSGD(SCHEDULE, weight_decay=0.01),
     "Signum": lambda: optim.Signum(SCHEDULE, momentum=0.8),
     "LAMB": lambda: optim.LAMB(SCHEDULE, weight_decay=0.01),
+    "LARS": lambda: optim.LARS(SCHEDULE, weight_decay=0.01, nesterov=True),
 }
 
 

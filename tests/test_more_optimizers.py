@@ -508,6 +508,25 @@ def test_lamb_exclude_1d_is_adam_on_vectors() -> None:
     assert not np.allclose(new["w"], params["w"])
 
 
+# ============================================================================= LARS
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", ["default", "wd-nesterov", "masks", "schedule-eps"])
+def test_lars_optax_vs_optax(case: str, dtype: str) -> None:
+    jax = pytest.importorskip("jax")
+    optax = pytest.importorskip("optax")
+    import anyoptim.optax as ao
+
+    matrices = lambda p: {k: v.ndim > 1 for k, v in p.items()}  # noqa: E731
+    kw = {"default": {}, "wd-nesterov": {"weight_decay": 0.1, "nesterov": True},
+          "masks": {"weight_decay": 0.1, "weight_decay_mask": matrices,
+                    "trust_ratio_mask": matrices, "momentum": 0.5},
+          "schedule-eps": {"eps": 1e-3, "trust_coefficient": 0.01}}[case]
+    lr = optax.cosine_decay_schedule(0.25, STEPS) if case.startswith("schedule") else 0.25
+    with jax.enable_x64(dtype == "float64"):
+        optax_pair(ao.lars(lr, **kw), optax.lars(lr, **kw), f"LARS optax/{case}/{dtype} vs optax.lars",
+                   dtype=dtype)
+
+
 # ============================================================================= fused paths
 FUSED = [
     ("ADOPT", {}),

@@ -14,6 +14,7 @@ from .io import load, load_params, read_metadata, save
 from .optimizers import (
     ADOPT,
     LAMB,
+    LARS,
     SGD,
     AdaDelta,
     Adafactor,
@@ -55,6 +56,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ADOPT",
     "LAMB",
+    "LARS",
     "SGD",
     "AdEMAMix",
     "AdaDelta",

@@ -116,6 +116,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         OptimizerInfo("SignSGD", 1e-3),
         OptimizerInfo("Signum", 1e-3),
         OptimizerInfo("LAMB", 1e-2),
+        OptimizerInfo("LARS", 1.0),
     )
 }
 

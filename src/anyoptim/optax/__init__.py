@@ -51,7 +51,7 @@ from ._core import (
     sgd,
     to_anyoptim_state,
 )
-from ._more import adan, ademamix, adopt, lamb, sign_sgd, signum, simplified_ademamix
+from ._more import adan, ademamix, adopt, lamb, lars, sign_sgd, signum, simplified_ademamix
 
 __all__ = [
     "State",
@@ -68,6 +68,7 @@ __all__ = [
     "from_anyoptim_state",
     "from_optimizer",
     "lamb",
+    "lars",
     "lion",
     "muon",
     "nadam",

@@ -17,22 +17,26 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ..optimizers import ADOPT, LAMB, Adan, AdEMAMix, SignSGD, Signum, SimplifiedAdEMAMix
+from ..optimizers import ADOPT, LAMB, LARS, Adan, AdEMAMix, SignSGD, Signum, SimplifiedAdEMAMix
 from ..optimizers._base import Optimizer
 from ._core import _decay_flags, _flatten, _paths, from_optimizer
 
-__all__ = ["adan", "ademamix", "adopt", "lamb", "sign_sgd", "signum", "simplified_ademamix"]
+__all__ = ["adan", "ademamix", "adopt", "lamb", "lars", "sign_sgd", "signum", "simplified_ademamix"]
 
 
 def _zero_like(x: Any) -> Any:
     return None if x is None else jnp.zeros_like(x)
 
 
-def _run(name: str, optimizer: Optimizer, direction: bool,
-         mask: Any = None) -> optax.GradientTransformationExtraArgs:
+def _run(name: str, optimizer: Optimizer, direction: bool, mask: Any = None,
+         trust_mask: Any = None) -> optax.GradientTransformationExtraArgs:
     """``from_optimizer(optimizer)``; with ``direction``, its updates from zero parameters;
-    with ``mask`` (optax's weight-decay mask), no weight decay on the leaves it excludes."""
-    if mask is None:
+    with ``mask`` (optax's weight-decay mask), no weight decay on the leaves it excludes;
+    with ``trust_mask`` (LARS), no trust ratio on the leaves it excludes."""
+    masks = [(m, override) for m, override in ((mask, {"weight_decay": 0.0}),
+                                               (trust_mask, {"trust_ratio": False}))
+             if m is not None and m is not True]
+    if not masks:
         inner = from_optimizer(optimizer)
         build: Callable[[Any], Any] = lambda tree: inner  # noqa: E731
     else:
@@ -43,11 +47,15 @@ def _run(name: str, optimizer: Optimizer, direction: bool,
             found = cache.get(treedef)
             if found is None:
                 n = len(_flatten(tree)[0])
-                flags = _decay_flags(name, mask, tree, n)
-                off = {".".join(map(str, p)) for p, f in zip(_paths(tree, name), flags) if not f}
+                paths = [".".join(map(str, p)) for p in _paths(tree, name)]
+                off: dict[str, dict[str, Any]] = {}
+                for m, override in masks:
+                    for path, flag in zip(paths, _decay_flags(name, m, tree, n)):
+                        if not flag:
+                            off.setdefault(path, {}).update(override)
 
                 def hyper(path: str) -> dict[str, Any] | None:
-                    return {"weight_decay": 0.0} if path in off else None
+                    return off.get(path)
 
                 found = cache[treedef] = from_optimizer(optimizer, hyper)
             return found
@@ -329,3 +337,33 @@ def lamb(
     opt = LAMB(learning_rate, betas=(b1, b2), eps=eps, eps_root=eps_root,
                weight_decay=weight_decay)
     return _run("lamb", opt, False, mask)
+
+
+def lars(
+    learning_rate: Any,
+    weight_decay: float = 0.0,
+    weight_decay_mask: Any = True,
+    trust_coefficient: float = 0.001,
+    eps: float = 0.0,
+    trust_ratio_mask: Any = True,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+    r"""LARS with ``optax.lars``'s signature, defaults and maths (:class:`anyoptim.LARS`, run by
+    :func:`from_optimizer`); the masks are trees of bools (or prefixes, or functions of the
+    parameters) as in optax.
+
+    Returns:
+        An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
+
+    Example:
+        >>> import jax.numpy as jnp, optax, anyoptim.optax
+        >>> tx = anyoptim.optax.lars(0.5, trust_coefficient=0.5)
+        >>> params = {"w": jnp.array([3.0, 4.0])}
+        >>> updates, state = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
+        >>> optax.apply_updates(params, updates)["w"]
+        Array([2.1161165, 3.1161165], dtype=float32)
+    """
+    opt = LARS(learning_rate, momentum=momentum, weight_decay=weight_decay,
+               trust_coefficient=trust_coefficient, eps=eps, nesterov=nesterov)
+    return _run("lars", opt, False, weight_decay_mask, trust_ratio_mask)

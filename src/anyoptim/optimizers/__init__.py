@@ -9,6 +9,7 @@ from ._adopt import ADOPT
 from ._base import Optimizer
 from ._clip import clip_grad_norm
 from ._lamb import LAMB
+from ._lars import LARS
 from ._lion import Lion
 from ._multi import MultiOptimizer
 from ._muon import Muon
@@ -18,6 +19,7 @@ from ._sign import SignSGD, Signum
 __all__ = [
     "ADOPT",
     "LAMB",
+    "LARS",
     "SGD",
     "AdEMAMix",
     "AdaDelta",
