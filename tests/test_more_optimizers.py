@@ -596,6 +596,32 @@ def test_fused_equals_reference(name: str, kwargs: dict, dtype: type,
             np.testing.assert_array_equal(in_place.state[k][key], ref.state[k][key], strict=True)
 
 
+@pytest.mark.parametrize("name", ["ADOPT", "AdEMAMix", "Adan", "SignSGD"])
+def test_torch_drop_ins_resume_from_state_dict(name: str, tmp_path: Any) -> None:
+    torch = pytest.importorskip("torch")
+    import anyoptim.torch as at
+
+    cls = getattr(at, name)
+    p0, grads = _problem(4, "float32")
+    a = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in p0]
+    b = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in p0]
+    oa = cls(a, lr=0.01, weight_decay=0.1)
+    ob = cls(b, lr=0.01, weight_decay=0.1)
+    for t, gs in enumerate(grads[:8]):
+        for x, y, g in zip(a, b, gs):
+            x.grad = torch.from_numpy(g.copy())
+            y.grad = torch.from_numpy(g.copy())
+        oa.step()
+        ob.step()
+        if t == 3:  # ob restarts from a saved state dict
+            path = tmp_path / "opt.pt"
+            torch.save(ob.state_dict(), path)
+            ob = cls(b, lr=0.01, weight_decay=0.1)
+            ob.load_state_dict(torch.load(path, weights_only=True))
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
 def test_zz_report_largest_errors() -> None:
     """Print the largest errors (run with -s); always passes."""
     for key in sorted(LARGEST):
