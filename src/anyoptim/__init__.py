@@ -102,3 +102,12 @@ __all__ = [
     "warmup_cosine_decay",
     "warmup_stable_decay",
 ]
+
+# schedule-free optimizers
+from .optimizers._schedule_free import (  # noqa: E402, RUF100
+    ScheduleFreeAdamW,
+    ScheduleFreeRAdam,
+    ScheduleFreeSGD,
+)
+
+__all__ += ["ScheduleFreeAdamW", "ScheduleFreeRAdam", "ScheduleFreeSGD"]

@@ -80,3 +80,12 @@ __all__ = [
     "simplified_ademamix",
     "to_anyoptim_state",
 ]
+
+# schedule-free optimizers (optax.contrib's names)
+from ._schedule_free import (
+    schedule_free_adamw,
+    schedule_free_eval_params,
+    schedule_free_sgd,
+)
+
+__all__ += ["schedule_free_adamw", "schedule_free_eval_params", "schedule_free_sgd"]

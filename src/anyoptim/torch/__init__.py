@@ -67,3 +67,8 @@ __all__ = [
     "save",
     "to_anyoptim",
 ]
+
+# schedule-free optimizers (schedulefree's names)
+from ._schedule_free import AdamWScheduleFree, RAdamScheduleFree, SGDScheduleFree  # noqa: E402, RUF100
+
+__all__ += ["AdamWScheduleFree", "RAdamScheduleFree", "SGDScheduleFree"]
