@@ -27,7 +27,8 @@ def _optimizer_modules() -> list[str]:
     return sorted(names)
 
 
-MODULES = [*_optimizer_modules(), "anyoptim.schedulers", "anyoptim.io"]
+SCHEDULE_MODULES = ["anyoptim.schedulers._decay", "anyoptim.schedulers._mlx", "anyoptim.schedulers._warmup"]
+MODULES = [*_optimizer_modules(), *SCHEDULE_MODULES, "anyoptim.io"]
 
 
 @pytest.mark.parametrize("name", MODULES)
