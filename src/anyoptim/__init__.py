@@ -34,6 +34,18 @@ from .optimizers import (
     SimplifiedAdEMAMix,
     clip_grad_norm,
 )
+from .optimizers._accumulate import GradientAccumulation
+from .optimizers._average import EMA, SWA
+from .optimizers._guards import (
+    AdaptiveGradClip,
+    ApplyIfFinite,
+    ClipByBlockRMS,
+    ClipByGlobalNorm,
+    ClipByValue,
+    ZeroNaNs,
+)
+from .optimizers._lookahead import Lookahead
+from .optimizers._wrapper import Wrapper
 from .schedulers import (
     constant_warmup,
     cosine_decay,
@@ -102,6 +114,25 @@ __all__ = [
     "warmup_cosine_decay",
     "warmup_stable_decay",
 ]
+
+__all__ += [
+    "EMA",
+    "SWA",
+    "AdaptiveGradClip",
+    "ApplyIfFinite",
+    "ClipByBlockRMS",
+    "ClipByGlobalNorm",
+    "ClipByValue",
+    "GradientAccumulation",
+    "Lookahead",
+    "Wrapper",
+    "ZeroNaNs",
+]
+
+# parameter groups (per-parameter hyperparameters on one optimizer)
+from .optimizers._groups import Group, group, no_decay_1d, register_predicate  # noqa: E402
+
+__all__ += ["Group", "group", "no_decay_1d", "register_predicate"]
 
 # schedule-free optimizers
 from .optimizers._schedule_free import (  # noqa: E402, RUF100

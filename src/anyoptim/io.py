@@ -37,6 +37,11 @@ from .optimizers import (
     Optimizer,
     RMSprop,
 )
+from .optimizers import _guards as _guard_classes
+from .optimizers._accumulate import GradientAccumulation
+from .optimizers._average import EMA, SWA
+from .optimizers._lookahead import Lookahead
+from .optimizers._wrapper import INNER, Wrapper
 from .schedulers import from_spec
 from .utils import tree_flatten, tree_unflatten
 
@@ -57,6 +62,15 @@ _CLASSES.update({
     for cls in (getattr(_optimizers, name) for name in _optimizers.__all__)
     if isinstance(cls, type) and issubclass(cls, Optimizer) and cls not in (Optimizer, MultiOptimizer)
 })
+
+#: the wrappers (optimizers around an optimizer) anyoptim.save can describe
+_WRAPPERS: dict[str, type[Wrapper]] = {
+    cls.__name__: cls
+    for cls in (GradientAccumulation, EMA, SWA, Lookahead, _guard_classes.ClipByValue,
+                _guard_classes.ClipByGlobalNorm, _guard_classes.ClipByBlockRMS,
+                _guard_classes.AdaptiveGradClip, _guard_classes.ZeroNaNs,
+                _guard_classes.ApplyIfFinite)
+}
 
 PathLike = str | os.PathLike[str]
 
@@ -131,6 +145,10 @@ def describe(optimizer: Optimizer) -> dict[str, Any]:
             "class": "MultiOptimizer",
             "optimizers": [describe(o) for o in optimizer.optimizers],
         }
+    if isinstance(optimizer, Wrapper) and _WRAPPERS.get(type(optimizer).__name__) is type(optimizer):
+        desc = optimizer.describe(describe)
+        desc["hyperparameters"] = {k: _json_value(v) for k, v in desc["hyperparameters"].items()}
+        return desc
     cls = type(optimizer)
     if _CLASSES.get(cls.__name__) is not cls:
         raise TypeError(
@@ -146,7 +164,14 @@ def describe(optimizer: Optimizer) -> dict[str, Any]:
     schedules = {}
     for name, fn in optimizer._schedulers.items():
         schedules[name] = getattr(fn, "spec", None) or {"custom": getattr(fn, "__qualname__", "?")}
-    return {"class": cls.__name__, "hyperparameters": hyper, "schedules": schedules}
+    desc = {"class": cls.__name__, "hyperparameters": hyper, "schedules": schedules}
+    if optimizer.groups:
+        desc["groups"] = [g.describe() for g in optimizer.groups]
+    if optimizer.state_dtype is not None:
+        desc["state_dtype"] = optimizer.state_dtype
+    if optimizer.stochastic_rounding:
+        desc["stochastic_rounding"] = True  # a test's source of bits is not stored
+    return desc
 
 
 def _build(desc: Any, schedules: Mapping[str, Callable] | None, filters: Any) -> Optimizer:
@@ -161,6 +186,19 @@ def _build(desc: Any, schedules: Mapping[str, Callable] | None, filters: Any) ->
                 "of them) to load()"
             )
         return MultiOptimizer(subs, list(filters))
+    wrapper = _WRAPPERS.get(desc["class"])
+    if wrapper is not None:
+        inner = _build(desc.get("optimizer"), schedules, filters)
+        hyper = dict(desc.get("hyperparameters", {}))
+        if isinstance(hyper.get("axis"), list):
+            hyper["axis"] = tuple(hyper["axis"])
+        try:
+            built = wrapper(inner, **hyper)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"cannot rebuild {desc['class']}: {exc}") from None
+        if desc.get("skip_nonfinite"):
+            built.skip_nonfinite = True
+        return built
     cls = _CLASSES.get(desc["class"])
     if cls is None:
         raise CheckpointError(
@@ -185,7 +223,12 @@ def _build(desc: Any, schedules: Mapping[str, Callable] | None, filters: Any) ->
         # a placeholder: the saved state's learning_rate is restored afterwards
         kwargs.setdefault("learning_rate", None if cls is Adafactor else 0.0)
     try:
-        return cls(**kwargs)
+        made = cls(**kwargs)
+        if desc.get("groups"):
+            made.groups = [_optimizers.Group.from_description(g) for g in desc["groups"]]
+        made.state_dtype = desc.get("state_dtype")
+        made.stochastic_rounding = bool(desc.get("stochastic_rounding", False))
+        return made
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"cannot rebuild {cls.__name__}: {exc}") from None
 
@@ -317,6 +360,8 @@ def _canonical_steps(state: Any) -> Any:
             state["step"] = _backend.to_library(host, step)
         for sub in state.get("states", ()) if isinstance(state.get("states"), list) else ():
             _canonical_steps(sub)
+        if isinstance(state.get(INNER), dict):
+            _canonical_steps(state[INNER])
     return state
 
 
@@ -372,12 +417,20 @@ def load(
     else:
         optimizer = _build(desc, schedules, filters)
     if like is not None:
-        _check_like(path, state, like, desc.get("class"))
+        _check_like(path, state, like, desc)
     _restore(optimizer, state, path)
     return optimizer
 
 
 def _restore(optimizer: Optimizer, state: Any, path: PathLike) -> None:
+    if isinstance(optimizer, Wrapper):
+        if not isinstance(state, dict) or not isinstance(state.get(INNER), dict):
+            raise CheckpointError(
+                f"{os.fspath(path)!r}: {type(optimizer).__name__} state has no 'inner' entry")
+        _restore(optimizer.optimizer, state[INNER], path)
+        inner = optimizer.optimizer.state
+        optimizer.state = {**state, INNER: inner}
+        return
     if isinstance(optimizer, MultiOptimizer):
         states = state.get("states") if isinstance(state, dict) else None
         if not isinstance(states, list) or len(states) != len(optimizer.optimizers):
@@ -390,8 +443,23 @@ def _restore(optimizer: Optimizer, state: Any, path: PathLike) -> None:
     optimizer.state = state
 
 
-def _check_like(path: PathLike, state: Any, like: Any, cls: Any) -> None:
+def _check_like(path: PathLike, state: Any, like: Any, desc: Any) -> None:
+    cls = desc.get("class") if isinstance(desc, dict) else None
     if cls == "MultiOptimizer":
+        return
+    if cls in _WRAPPERS and isinstance(state, dict):
+        shapes = {name: tuple(param.shape) for name, param in tree_flatten(like)}
+        for key, value in state.items():
+            if key == INNER or not isinstance(value, (dict, list, tuple)):
+                continue
+            for name, leaf in tree_flatten(value):
+                shape = tuple(getattr(leaf, "shape", ()))
+                if name in shapes and shape != shapes[name]:
+                    raise CheckpointError(
+                        f"{os.fspath(path)!r}: state {key}.{name} has shape {shape} but the "
+                        f"parameter {name} has shape {shapes[name]}"
+                    )
+        _check_like(path, state.get(INNER), like, desc.get("optimizer"))
         return
     flat_state = dict(tree_flatten(state))
     for name, param in tree_flatten(like):

@@ -378,6 +378,39 @@ def _to_host(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def _read_with_bfloat16(path: str, header: dict[str, Any]) -> dict[str, Any]:
+    """NumPy arrays of a file that holds bfloat16 tensors: NumPy has no bfloat16 of its own,
+    so those are decoded from their bytes as ``ml_dtypes.bfloat16`` (the type JAX uses, and
+    the one anyoptim's NumPy ``state_dtype="bfloat16"`` writes); the rest are read by
+    safetensors."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise TypeError(
+            "the file holds bfloat16 arrays, which NumPy represents only with the ml_dtypes "
+            "package; install it (pip install ml-dtypes) or load with library='mlx' or "
+            "library='torch'"
+        ) from None
+    from safetensors import safe_open
+
+    out: dict[str, Any] = {}
+    with open(path, "rb") as fh:
+        (length,) = struct.unpack("<Q", fh.read(8))
+        start = 8 + length
+        for name, info in header.items():
+            if name == "__metadata__" or info.get("dtype") != "BF16":
+                continue
+            begin, end = info["data_offsets"]
+            fh.seek(start + begin)
+            raw = fh.read(end - begin)
+            out[name] = np.frombuffer(raw, np.dtype(ml_dtypes.bfloat16)).reshape(info["shape"])
+    with safe_open(path, framework="numpy") as f:
+        for name in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
+            if name not in out:
+                out[name] = f.get_tensor(name)
+    return {name: out[name] for name in header if name != "__metadata__"}
+
+
 def read(path: str | os.PathLike[str], library: str) -> dict[str, Any]:
     """Read every tensor of a safetensors file as arrays of ``library``."""
     if library not in LIBRARIES:
@@ -394,24 +427,11 @@ def read(path: str | os.PathLike[str], library: str) -> dict[str, Any]:
         return load_file(path)
     from safetensors.numpy import load_file
 
-    if library == "numpy" and any(
-        isinstance(info, dict) and info.get("dtype") == "BF16" for info in read_header(path).values()
-    ):
-        # refused even when ml_dtypes (imported by JAX) has taught NumPy a bfloat16 type, so
-        # the answer does not depend on what else the process happened to import
-        raise TypeError(
-            "the file holds bfloat16 arrays, which NumPy cannot represent; load it with "
-            "library='mlx' or library='torch'"
-        )
-    try:
+    header = read_header(path)
+    if any(isinstance(info, dict) and info.get("dtype") == "BF16" for info in header.values()):
+        host = _read_with_bfloat16(path, header)
+    else:
         host = load_file(path)
-    except TypeError as exc:
-        if "bfloat16" in str(exc):
-            raise TypeError(
-                "the file holds bfloat16 arrays, which NumPy cannot represent; load it with "
-                "library='mlx' or library='torch'"
-            ) from None
-        raise
     if library == "numpy":
         return host
     if library == "jax":

@@ -17,6 +17,7 @@ One update walks the trees once (:mod:`._tree`); :mod:`._step` runs the flat lis
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -26,7 +27,7 @@ from .. import _backend
 from .._backend import finalize, library_name
 from .._backend._rules import Elementwise
 from ..errors import MissingStateError
-from . import _step, _tree
+from . import _groups, _precision, _step, _tree
 from ._tree import PathError
 
 Schedule = Callable[[Any], Any]
@@ -68,6 +69,28 @@ class Optimizer:
     # what the executors keep between updates (anyoptim._backend._execute.KernelCache)
     _kernels: Any
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # every optimizer's constructor takes the keyword-only option ``groups=`` (see the
+        # ``groups`` property); its own signature stays as written (inspect follows __wrapped__)
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None or getattr(init, "_takes_options", False):
+            return
+
+        @functools.wraps(init)
+        def __init__(self: Optimizer, *args: Any, groups: Any = None, state_dtype: Any = None,
+                     stochastic_rounding: Any = None, **kw: Any) -> None:
+            init(self, *args, **kw)
+            if groups is not None:
+                self.groups = groups
+            if state_dtype is not None:
+                self.state_dtype = state_dtype
+            if stochastic_rounding is not None:
+                self.stochastic_rounding = stochastic_rounding
+
+        __init__._takes_options = True  # type: ignore[attr-defined]
+        cls.__init__ = __init__  # type: ignore[method-assign]
+
     def __init__(self, schedulers: Mapping[str, Schedule] | None = None) -> None:
         self._initialized = False
         self._state: dict[str, Any] = {"step": _backend.host_scalar(0, np.uint64)}
@@ -94,6 +117,31 @@ class Optimizer:
             )
         self._initialized = False
         self._state = state
+
+    @property
+    def groups(self) -> tuple[_groups.Group, ...]:
+        """Parameter groups with their own hyperparameters (:func:`anyoptim.group`), on this
+        optimizer and its one state; set with ``groups=[...]`` in any constructor or by
+        assignment. Parameters in no group use the optimizer's own values; per-call
+        ``hyperparameters`` apply on top of a group's values."""
+        return self.__dict__.get("_groups", ())
+
+    @groups.setter
+    def groups(self, groups: Any) -> None:
+        self._groups = _groups.validate(self, groups)
+
+    @property
+    def state_dtype(self) -> str | None:
+        """The dtype of the floating state arrays (``"float32"``, ``"bfloat16"``,
+        ``"float16"``) or None (the parameters' dtype); see :mod:`._precision`."""
+        return self.__dict__.get("_state_dtype")
+
+    @state_dtype.setter
+    def state_dtype(self, value: Any) -> None:
+        self._state_dtype = _precision.normalize(value)
+
+    #: Round bfloat16 parameters stochastically (True, or a source of random bits for tests).
+    stochastic_rounding: Any = False
 
     @property
     def step(self) -> Any:
@@ -152,6 +200,7 @@ class Optimizer:
                 self.init_single(p, s)
                 for k, v in s.items():
                     s[k] = finalize(v)
+                _precision.cast_state(self, p, s)
         except PathError as err:
             raise err.build(f"{name}.init: parameter") from None
         finally:

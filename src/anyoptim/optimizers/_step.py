@@ -263,13 +263,20 @@ def _execute(opt: Optimizer, xp: Any, structure: Any, grads: list[Any], params: 
     step = opt._state["step"]
     new: list[Any] = [None] * len(grads)
     in_place = True
-    for h, index in groups(opt, structure, hyper, len(grads)):
+    for h, index in groups(opt, structure, hyper, len(grads), params):
         if index is None:
             g_, p_, s_ = grads, params, states
         else:
             g_ = [grads[i] for i in index]
             p_ = [params[i] for i in index]
             s_ = [states[i] for i in index]
+        cast = None
+        group_inplace = inplace
+        if opt.state_dtype is not None or opt.stochastic_rounding:
+            from ._precision import Cast
+
+            cast, start, group_inplace = Cast(opt, g_, p_, s_), len(commits), False
+            g_, p_, s_ = cast.inputs()
         opt._xp = xp
         extra = opt.prepare(g_, p_, s_, h)
         if extra:
@@ -278,8 +285,8 @@ def _execute(opt: Optimizer, xp: Any, structure: Any, grads: list[Any], params: 
             cache = opt.__dict__.get("_kernels")
             if cache is None:
                 cache = opt._kernels = KernelCache()
-            out, new_states = run_elementwise(rule, xp, h, step, Columns(g_, p_, s_), inplace,
-                                              fused, cache)
+            out, new_states = run_elementwise(rule, xp, h, step, Columns(g_, p_, s_),
+                                              group_inplace, fused, cache)
             if new_states is not None:
                 in_place = False
                 keys = rule.state
@@ -294,6 +301,8 @@ def _execute(opt: Optimizer, xp: Any, structure: Any, grads: list[Any], params: 
                     staging[k] = finalize(v)
                 commits.append((s, staging))
                 out.append(finalize(new_p))
+        if cast is not None:
+            out = cast.finish(commits, start, out)
         if index is None:
             new = out
         else:
@@ -303,24 +312,37 @@ def _execute(opt: Optimizer, xp: Any, structure: Any, grads: list[Any], params: 
 
 
 def groups(opt: Optimizer, structure: Any, hyper: Hyperparameters | None,
-           n: int) -> list[tuple[dict[str, Any], list[int] | None]]:
-    """The hyperparameter mappings of the update and the leaves (None: all) each one takes."""
+           n: int, params: list[Any] | None = None,
+           ) -> list[tuple[dict[str, Any], list[int] | None]]:
+    """The hyperparameter mappings of the update and the leaves (None: all) each one takes:
+    the optimizer's parameter groups (``opt.groups``), then the per-call ``hyper``."""
     base = opt.hyper()
-    if hyper is None:
+    specs = opt.groups
+    if hyper is None and not specs:
         return [(base, None)]
-    if isinstance(hyper, Mapping):
+    if isinstance(hyper, Mapping) and not specs:
         return [(_merged(opt, base, hyper), None)]
-    if not callable(hyper):
+    if hyper is not None and not isinstance(hyper, Mapping) and not callable(hyper):
         raise TypeError(
             f"{type(opt).__name__}: hyperparameters should be a mapping or a function of the "
             f"parameter path returning one, got {type(hyper).__name__}"
         )
+    paths = _tree.paths(structure)
+    member = [-1] * len(paths)
+    values: list[dict[str, Any]] = []
+    if specs:
+        from . import _groups
+
+        member = _groups.assign(opt, specs, paths, params if params is not None else [])
+        values = [_groups.overrides(g, base) for g in specs]
     found: dict[Any, tuple[dict[str, Any], list[int]]] = {}
-    for i, path in enumerate(_tree.paths(structure)):
-        overrides = hyper(path) or {}
-        key = tuple(sorted((k, _identity(v)) for k, v in overrides.items()))
+    for i, path in enumerate(paths):
+        call = (hyper if isinstance(hyper, Mapping) else hyper(path) if hyper is not None
+                else None) or {}
+        key = (member[i], tuple(sorted((k, _identity(v)) for k, v in call.items())))
         entry = found.get(key)
         if entry is None:
+            overrides = {**values[member[i]], **call} if member[i] >= 0 else call
             entry = found[key] = (_merged(opt, base, overrides), [])
         entry[1].append(i)
     if len(found) == 1:

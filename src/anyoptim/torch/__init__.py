@@ -68,6 +68,11 @@ __all__ = [
     "to_anyoptim",
 ]
 
+# torch param_groups from anyoptim.group specs
+from ._groups import param_groups
+
+__all__ += ["param_groups"]
+
 # schedule-free optimizers (schedulefree's names)
 from ._schedule_free import AdamWScheduleFree, RAdamScheduleFree, SGDScheduleFree  # noqa: E402, RUF100
 
