@@ -772,3 +772,41 @@ def test_train_defaults_on_torch_and_jax(backend: str, capsys: pytest.CaptureFix
     result = json_out(capsys, "train", "--backend", backend, "--no-plot")
     assert result["backend"] == backend
     assert result["test_accuracy"] >= 0.95
+
+
+# ------------------------------------------------------------------ training-loop options
+def test_train_loop_options_build_the_wrapped_optimizer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = tmp_path / "run.safetensors"
+    args = ["--optimizer", "adamw", "--weight-decay", "0.1", "--accumulate", "3", "--ema", "0.9",
+            "--no-decay-1d", "--state-dtype", "float16"]
+    result = json_out(capsys, "train", "--epochs", "1", "--no-plot", "--checkpoint", str(ckpt),
+                      *args)
+    assert "accumulate 3" in result["hyperparameters"] and "EMA 0.9" in result["hyperparameters"]
+    assert result["steps"] == 23 and result["test_accuracy"] > 0.3
+    opt = anyoptim.load(ckpt)
+    assert isinstance(opt, anyoptim.EMA) and opt.decay == 0.9
+    acc = opt.optimizer
+    assert isinstance(acc, anyoptim.GradientAccumulation) and acc.k == 3
+    inner = acc.optimizer
+    assert isinstance(inner, anyoptim.AdamW) and inner.state_dtype == "float16"
+    assert [g.describe() for g in inner.groups] == [anyoptim.no_decay_1d().describe()]
+    # 23 micro-batches are 7 real updates (and 2 gradients waiting)
+    assert int(inner.step) == 7
+    assert inner.state["layers"][0]["weight"]["m"].dtype == np.float16
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--accumulate", "0"], ">= 1"),
+        (["--ema", "1.5"], "between 0 and 1"),
+        (["--state-dtype", "int8"], "invalid choice"),
+    ],
+)
+def test_train_loop_option_errors(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--epochs", "1", *args]) == 2
+    assert message in capsys.readouterr().err

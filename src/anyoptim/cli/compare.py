@@ -130,6 +130,10 @@ def run(args: argparse.Namespace) -> int:
             "seed",
             "hidden",
             "activation",
+            "accumulate",
+            "ema",
+            "no_decay_1d",
+            "state_dtype",
         )
         if getattr(args, key) is not None
     }

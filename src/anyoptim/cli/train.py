@@ -47,6 +47,10 @@ class Config:
     seed: int = 0
     hidden: int = 128
     activation: str = "tanh"
+    accumulate: int = 1
+    ema: float | None = None
+    no_decay_1d: bool = False
+    state_dtype: str | None = None
 
     def learning_rate(self) -> Any:
         """A number, a schedule, or None (Adafactor's relative step)."""
@@ -60,7 +64,18 @@ class Config:
 
     def make_optimizer(self, strict: bool = True) -> Any:
         hyper = {"momentum": self.momentum, "weight_decay": self.weight_decay, "betas": self.betas}
-        return build_optimizer(self.optimizer, self.learning_rate(), hyper, strict=strict)
+        import anyoptim
+
+        opt = build_optimizer(self.optimizer, self.learning_rate(), hyper, strict=strict)
+        if self.no_decay_1d:
+            opt.groups = [anyoptim.no_decay_1d()]
+        if self.state_dtype is not None:
+            opt.state_dtype = self.state_dtype
+        if self.accumulate > 1:
+            opt = anyoptim.GradientAccumulation(opt, self.accumulate)
+        if self.ema is not None:
+            opt = anyoptim.EMA(opt, self.ema)
+        return opt
 
     def describe(self) -> str:
         parts = []
@@ -75,7 +90,16 @@ class Config:
                 parts.append(f"{key}={value:g}")
         if self.betas is not None:
             parts.append(f"betas={self.betas[0]:g},{self.betas[1]:g}")
-        return f"{self.optimizer}({', '.join(parts)})"
+        if self.no_decay_1d:
+            parts.append("no decay for 1-D")
+        if self.state_dtype is not None:
+            parts.append(f"state {self.state_dtype}")
+        text = f"{self.optimizer}({', '.join(parts)})"
+        if self.accumulate > 1:
+            text += f", accumulate {self.accumulate}"
+        if self.ema is not None:
+            text += f", EMA {self.ema:g}"
+        return text
 
 
 # Options that, when given together with --resume, must agree with the checkpoint.
@@ -141,6 +165,8 @@ class Diverged(CLIError):
 
 def current_lr(optimizer: Any) -> float:
     """The learning rate the last update used (Adafactor: its relative step size)."""
+    while isinstance(getattr(optimizer, "optimizer", None), anyoptim_optimizer()):
+        optimizer = optimizer.optimizer  # a wrapper (accumulation, EMA): its inner optimizer
     state = optimizer.state
     if "learning_rate" in state:
         return float(np.asarray(state["learning_rate"]))
@@ -148,6 +174,12 @@ def current_lr(optimizer: Any) -> float:
     if getattr(optimizer, "warmup_init", False):
         return min(1e-6 * t, 1 / math.sqrt(t)) if t > 0 else 0.0
     return min(1e-2, 1 / math.sqrt(t)) if t > 0 else 0.0
+
+
+def anyoptim_optimizer() -> type:
+    from anyoptim import Optimizer
+
+    return Optimizer
 
 
 def _one_blas_thread() -> Any:
@@ -225,8 +257,10 @@ def fit(
                     reporter.step(
                         epoch + 1, loss, lr, (steps - start * spe) / now if now > 0 else 0.0
                     )
-                train_loss, train_acc = model.evaluate(params, "train")
-                test_loss, test_acc = model.evaluate(params, "test")
+                # with --ema the model is evaluated with the averaged parameters
+                evaluated = optimizer.average if config.ema is not None else params
+                train_loss, train_acc = model.evaluate(evaluated, "train")
+                test_loss, test_acc = model.evaluate(evaluated, "test")
                 if not math.isfinite(train_loss):
                     raise Diverged(train_loss, steps, epoch + 1)
                 metrics = {
@@ -394,6 +428,29 @@ def add_common_training_options(p: argparse.ArgumentParser, *, compare: bool = F
         metavar="N",
         help="clip the global gradient norm to N before each update",
     )
+    p.add_argument(
+        "--accumulate",
+        type=positive_int,
+        metavar="K",
+        help="accumulate gradients over K batches per update (mean; default 1)",
+    )
+    p.add_argument(
+        "--ema",
+        type=unit_interval,
+        metavar="DECAY",
+        help="keep an exponential moving average of the parameters and evaluate with it",
+    )
+    p.add_argument(
+        "--no-decay-1d",
+        action="store_true",
+        default=None,
+        help="no weight decay for 1-D parameters (biases)",
+    )
+    p.add_argument(
+        "--state-dtype",
+        choices=("float32", "bfloat16", "float16"),
+        help="dtype of the optimizer state (default: the parameters' dtype)",
+    )
     p.add_argument("--epochs", type=positive_int, metavar="N", help="number of epochs (default 20)")
     p.add_argument("--batch-size", type=positive_int, metavar="N", help="batch size (default 64)")
     p.add_argument(
@@ -433,6 +490,16 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
     return value
 
 
