@@ -174,6 +174,19 @@ CONFIGS: dict[str, list[tuple[str, Callable[[], optim.Optimizer], bool]]] = {
         ("plain-wd", lambda: optim.Muon(0.02, weight_decay=0.1, nesterov=False, ns_steps=3), False),
         ("warmup-cosine", lambda: optim.Muon(_warm_cos(0.02)), True),
     ],
+    "ScheduleFreeAdamW": [
+        # (True: the averaging scalars are float32 on MLX)
+        ("default", lambda: optim.ScheduleFreeAdamW(0.01), True),
+        ("warmup-wd", lambda: optim.ScheduleFreeAdamW(0.01, warmup_steps=5, weight_decay=0.1), True),
+        ("optax-cosine", lambda: optim.ScheduleFreeAdamW(optim.cosine_decay(0.01, 20), warmup_steps=3, convention="optax"), True),
+    ],
+    "ScheduleFreeSGD": [
+        ("default", lambda: optim.ScheduleFreeSGD(0.05), True),
+        ("warmup-wd", lambda: optim.ScheduleFreeSGD(0.05, momentum=0.8, warmup_steps=4, weight_decay=0.01), True),
+    ],
+    "ScheduleFreeRAdam": [
+        ("default", lambda: optim.ScheduleFreeRAdam(0.01), True),
+    ],
     "ADOPT": [
         ("default", lambda: optim.ADOPT(0.01), False),
         ("wd-nesterov-optax-clip", lambda: optim.ADOPT(0.01, weight_decay=0.1, decouple=True, nesterov=True, clip_step_offset=1), False),

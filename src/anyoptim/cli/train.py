@@ -257,8 +257,11 @@ def fit(
                     reporter.step(
                         epoch + 1, loss, lr, (steps - start * spe) / now if now > 0 else 0.0
                     )
-                # with --ema the model is evaluated with the averaged parameters
+                # with --ema the model is evaluated with the averaged parameters, with a
+                # schedule-free optimizer at its evaluation point x
                 evaluated = optimizer.average if config.ema is not None else params
+                if config.ema is None and hasattr(optimizer, "eval_params"):
+                    evaluated = optimizer.eval_params(params)
                 train_loss, train_acc = model.evaluate(evaluated, "train")
                 test_loss, test_acc = model.evaluate(evaluated, "test")
                 if not math.isfinite(train_loss):

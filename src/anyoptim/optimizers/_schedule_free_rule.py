@@ -4,6 +4,7 @@ and the optax factories (see :mod:`anyoptim.optimizers._schedule_free`)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .._backend._rules import Elementwise, Hyper, is_zero
@@ -39,8 +40,12 @@ def factors(xp: Any, t: Any, kind: str, h: Hyper) -> tuple[Any, Any, Any, Any]:
     bc2 = one
     if kind != "sgd":
         b2 = h["betas"][1]
-        b2t = b2**t
-        bc2 = 1 - b2t
+        # 1 - b2^t as -expm1(t log b2): computed as 1 - b2**t it loses ~4 digits to
+        # cancellation in float32 (the scalars' dtype on JAX and MLX), which RAdam's
+        # rectifier then amplifies
+        log_b2 = math.log(b2) if isinstance(b2, (int, float)) else xp.log(b2)
+        b2t = xp.exp(t * log_b2)
+        bc2 = -xp.expm1(t * log_b2)
     adaptive = one
     if kind == "radam":
         rho_inf = 2 / (1 - b2) - 1
