@@ -425,6 +425,22 @@ def test_compare_all_default_optimizers(tmp_path: Path, capsys: pytest.CaptureFi
     assert_png(plot)
 
 
+def test_compare_optimizers_all(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--optimizers all`` trains every optimizer the CLI knows (one epoch) and plots them."""
+    from anyoptim.cli._common import OPTIMIZERS
+
+    plot = tmp_path / "all.png"
+    result = json_out(capsys, "compare", "--optimizers", "all", "--epochs", "1", "--plot",
+                      str(plot))
+    names = sorted(row["optimizer"] for row in result["results"])
+    assert names == sorted(info.name for info in OPTIMIZERS.values())
+    assert len(names) >= 20
+    for row in result["results"]:
+        assert row["status"] == "ok" and np.isfinite(row["final_loss"]), row
+        assert row["test_accuracy"] > 0.15, row  # above chance (10 classes) after one epoch
+    assert_png(plot)
+
+
 def test_compare_table_and_lr_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert (
         main(

@@ -139,9 +139,15 @@ def comparison(path: str, results: list[dict[str, Any]], title: str) -> str:
     """One line per optimizer: smoothed batch loss per step and test accuracy per epoch."""
     fig, axes = _figure(1, 2, (13, 4.6))
     ax_loss, ax_acc = axes[0]
+    many = len(results) > 10
+    if many:
+        from matplotlib import colormaps
+
+        palette = colormaps["tab20"]
     for i, res in enumerate(results):
-        color = f"C{i % 10}"
-        style = ("-", "--", "-.", ":")[i % 4]  # curves that coincide stay visible
+        # (with more than 10 runs, 20 colours; each colour and line style pair is unique)
+        color = palette(i % 20) if many else f"C{i % 10}"
+        style = ("-", "--", "-.", ":")[(i + i // 20) % 4]  # curves that coincide stay visible
         loss = res["history"]["loss"]
         spe = res["steps_per_epoch"]
         label = res["label"]
@@ -169,13 +175,24 @@ def comparison(path: str, results: list[dict[str, Any]], title: str) -> str:
     ax_loss.set_ylabel("training loss (smoothed)")
     ax_loss.set_title("loss")
     ax_loss.grid(True, which="both", alpha=0.3)
-    ax_loss.legend(fontsize=8)
     _integer_ticks(ax_acc)
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("test accuracy (%)")
     ax_acc.set_title("test accuracy")
     ax_acc.grid(True, alpha=0.3)
-    ax_acc.legend(fontsize=8, loc="lower right")
+    if len(results) <= 8:
+        ax_loss.legend(fontsize=8)
+        ax_acc.legend(fontsize=8, loc="lower right")
+    else:
+        # many runs (compare --optimizers all): one legend beside the plots, and the accuracy
+        # axis zoomed on the last half of training, where the runs differ
+        fig.set_size_inches(15, 5.2)
+        fig.legend(*ax_loss.get_legend_handles_labels(), loc="outside right upper", fontsize=7,
+                   ncols=1 if len(results) <= 24 else 2)
+        finals = [100 * r["history"]["epochs"][-1]["test_acc"] for r in results
+                  if r["history"]["epochs"]]
+        if finals:
+            ax_acc.set_ylim(max(0.0, min(finals) - 5.0), 100.0)
     fig.suptitle(title)
     return _save(fig, path)
 

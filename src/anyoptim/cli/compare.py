@@ -62,7 +62,7 @@ def add_parser(subparsers: Any, formatter: type[argparse.HelpFormatter]) -> None
         "--optimizers",
         default=DEFAULT_OPTIMIZERS,
         metavar="A,B,...",
-        help=f"comma-separated optimizer names (default {DEFAULT_OPTIMIZERS})",
+        help=f"comma-separated optimizer names, or 'all' (default {DEFAULT_OPTIMIZERS})",
     )
     p.add_argument(
         "--lr",
@@ -75,6 +75,8 @@ def add_parser(subparsers: Any, formatter: type[argparse.HelpFormatter]) -> None
 
 def parse_optimizers(text: str) -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
+    if [n.lower() for n in names] == ["all"]:
+        return [info.name for info in OPTIMIZERS.values()]
     if not names:
         raise UsageError("--optimizers is empty; give names such as " + DEFAULT_OPTIMIZERS)
     out: list[str] = []
