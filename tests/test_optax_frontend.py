@@ -848,3 +848,30 @@ def test_use_with_jax_page_examples_run(tmp_path: Path) -> None:
                             cwd=tmp_path, capture_output=True, text=True, timeout=300,
                             check=False)
     assert result.returncode == 0, f"docs/use-with-jax.md examples failed:\n{result.stderr}"
+
+
+@pytest.mark.parametrize("make", [
+    lambda: anyoptim.EMA(anyoptim.AdamW(1e-2, weight_decay=0.1), 0.9),
+    lambda: anyoptim.GradientAccumulation(anyoptim.Adam(1e-2, bias_correction=True), 3),
+    lambda: anyoptim.ClipByGlobalNorm(anyoptim.Lion(1e-3), 0.5),
+    lambda: anyoptim.Lookahead(anyoptim.SGD(0.1, momentum=0.9)),
+], ids=["EMA", "accumulate", "clip", "lookahead"])
+def test_from_optimizer_runs_training_loop_wrappers_under_jit(make: Any) -> None:
+    """A wrapper (EMA, accumulation, clipping, lookahead) as an optax transformation: under
+    jax.jit, with a fixed state structure, equal to the wrapper's own NumPy run."""
+    rng = np.random.default_rng(3)
+    tx, ref = ao.from_optimizer(make()), make()
+    params = {"w": jnp.asarray(rng.standard_normal((3, 2)), jnp.float32),
+              "b": jnp.asarray(rng.standard_normal(2), jnp.float32)}
+    mine = {k: np.asarray(v) for k, v in params.items()}
+    state = tx.init(params)
+    structure = jax.tree.structure(state)
+    step = jax.jit(tx.update)
+    for _ in range(12):
+        g = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in mine.items()}
+        updates, state = step({k: jnp.asarray(v) for k, v in g.items()}, state, params)
+        params = optax.apply_updates(params, updates)
+        mine = ref.apply_gradients(g, mine)
+        assert jax.tree.structure(state) == structure
+    for k in mine:
+        np.testing.assert_allclose(np.asarray(params[k]), mine[k], rtol=1e-6, atol=1e-6)

@@ -898,3 +898,11 @@ def test_numpy_dependency_is_not_required_for_import() -> None:
                             timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert np.__name__ == "numpy"
+
+
+def test_wrapper_of_a_training_loop_transform_is_a_clear_error() -> None:
+    """torch's state_dict has no place for an EMA's average or an accumulator: refused, with
+    the torch-side equivalents named, instead of silently dropping that state."""
+    model = torch.nn.Linear(3, 2)
+    with pytest.raises(TypeError, match="AveragedModel"):
+        at.Optimizer(model.parameters(), anyoptim.EMA(anyoptim.AdamW(1e-3), 0.99))

@@ -1244,6 +1244,11 @@ def _fresh(optimizer: Optimizer) -> Optimizer:
     if subs is not None:
         clone.optimizers = [_fresh(o) for o in subs]  # type: ignore[attr-defined]
         return clone
+    inner = getattr(optimizer, "optimizer", None)
+    if isinstance(inner, Optimizer):  # a wrapper (EMA, GradientAccumulation, ...)
+        clone.optimizer = _fresh(inner)  # type: ignore[attr-defined]
+        clone._state = {}
+        return clone
     scalars = {k: v for k, v in optimizer.state.items() if library_name(v) is not None}
     scalars["step"] = np.zeros((), np.uint64)
     if "skipped_steps" in scalars:
@@ -1293,6 +1298,10 @@ def from_optimizer(optimizer: Optimizer, hyperparameters: Any = None) -> optax.G
     anyoptim's new parameters (bit for bit in bfloat16 and float16, and in float32 wherever
     ``new`` and ``old`` are within a factor of two of each other, i.e. for every step that
     does not move a value across or right up to zero).
+
+    Wrappers work too (``from_optimizer(anyoptim.EMA(anyoptim.AdamW(1e-3), 0.999))``,
+    ``GradientAccumulation``, the clipping guards, ``Lookahead``): their own entries sit
+    beside ``"inner"`` in the state (an EMA's average is ``state["average"]``, by path).
 
     The state is anyoptim's state dict (``{"step", "learning_rate", <per-parameter dicts>}``)
     over the parameters' paths (``"layers.0.kernel"``: dict keys, attribute names and list

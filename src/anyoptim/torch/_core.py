@@ -1700,6 +1700,18 @@ class Optimizer(_FrontEnd):
                 f"anyoptim.AdamW(1e-3)), got {type(optimizer).__name__}; for torch-style "
                 "arguments use anyoptim.torch.AdamW(params, lr=...) and friends."
             )
+        from ..optimizers._wrapper import Wrapper
+
+        if isinstance(optimizer, Wrapper):
+            raise TypeError(
+                f"anyoptim.torch.Optimizer: {type(optimizer).__name__} wraps an optimizer, and "
+                "its state (averages, accumulators) has no place in torch's per-parameter "
+                "state_dict. Wrap the inner optimizer (anyoptim.torch.Optimizer(params, "
+                f"{type(optimizer.optimizer).__name__}(...))) and use torch's own tools around "
+                "it (torch.optim.swa_utils.AveragedModel for EMA/SWA, step() every k backward "
+                "passes for accumulation, torch.nn.utils.clip_grad_norm_ for clipping), or "
+                "call the wrapper with anyoptim's API: opt.update(model, grads)."
+            )
         self.anyoptim_optimizer = optimizer
         self._lr_written: list[Any] = []
         super().__init__(params, self._defaults_of(optimizer))
