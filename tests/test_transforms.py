@@ -420,6 +420,24 @@ def test_clip_by_value_matches_torch() -> None:
         _close(got, want, 0.0)
 
 
+def test_clip_by_tensor_norm_matches_torch_per_tensor() -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(13)
+    for _ in range(STEPS):
+        params = _tree(rng)
+        grads = _tree(rng, scale=float(rng.uniform(0.1, 3.0)))
+        got = _one_step_updates(lambda o: optim.ClipByTensorNorm(o, 1.5), grads, params)
+        clipped = {}
+        for k, g in grads.items():
+            t = torch.nn.Parameter(torch.zeros(g.shape, dtype=torch.from_numpy(g).dtype))
+            t.grad = torch.from_numpy(g.copy())
+            torch.nn.utils.clip_grad_norm_([t], 1.5)
+            clipped[k] = t.grad.numpy()
+        want = _sgd(params, clipped)
+        _close(got, want, 1e-6, 1e-7)
+        _record("ClipByTensorNorm vs torch clip_grad_norm_ per tensor (f32)", got, want)
+
+
 def test_clip_by_global_norm_reuses_clip_grad_norm() -> None:
     rng = np.random.default_rng(12)
     params, grads = _tree(rng), _tree(rng, scale=3.0)
@@ -508,6 +526,7 @@ WRAPPERS = {
     "clip_value": lambda: optim.ClipByValue(optim.Adam(0.01), 0.5),
     "block_rms": lambda: optim.ClipByBlockRMS(optim.Adam(0.01), 0.5),
     "global_norm": lambda: optim.ClipByGlobalNorm(optim.Adam(0.01), 0.5),
+    "tensor_norm": lambda: optim.ClipByTensorNorm(optim.Adam(0.01), 0.5),
     "agc": lambda: optim.AdaptiveGradClip(optim.SGD(0.1), 0.05),
     "zero_nans": lambda: optim.ZeroNaNs(optim.Adam(0.01)),
     "apply_if_finite": lambda: optim.ApplyIfFinite(optim.Adam(0.01)),

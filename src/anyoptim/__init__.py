@@ -41,6 +41,7 @@ from .optimizers._guards import (
     ApplyIfFinite,
     ClipByBlockRMS,
     ClipByGlobalNorm,
+    ClipByTensorNorm,
     ClipByValue,
     ZeroNaNs,
 )
@@ -122,6 +123,7 @@ __all__ += [
     "ApplyIfFinite",
     "ClipByBlockRMS",
     "ClipByGlobalNorm",
+    "ClipByTensorNorm",
     "ClipByValue",
     "GradientAccumulation",
     "Lookahead",

@@ -67,7 +67,8 @@ _CLASSES.update({
 _WRAPPERS: dict[str, type[Wrapper]] = {
     cls.__name__: cls
     for cls in (GradientAccumulation, EMA, SWA, Lookahead, _guard_classes.ClipByValue,
-                _guard_classes.ClipByGlobalNorm, _guard_classes.ClipByBlockRMS,
+                _guard_classes.ClipByGlobalNorm, _guard_classes.ClipByTensorNorm,
+                _guard_classes.ClipByBlockRMS,
                 _guard_classes.AdaptiveGradClip, _guard_classes.ZeroNaNs,
                 _guard_classes.ApplyIfFinite)
 }

@@ -15,6 +15,7 @@ from ._guards import (
     ApplyIfFinite,
     ClipByBlockRMS,
     ClipByGlobalNorm,
+    ClipByTensorNorm,
     ClipByValue,
     ZeroNaNs,
 )
@@ -63,6 +64,7 @@ __all__ += [
     "ApplyIfFinite",
     "ClipByBlockRMS",
     "ClipByGlobalNorm",
+    "ClipByTensorNorm",
     "ClipByValue",
     "GradientAccumulation",
     "Lookahead",

@@ -90,6 +90,37 @@ class ClipByGlobalNorm(_GradientTransform):
         return list(clip_grad_norm(grads, self.max_norm)[0])
 
 
+class ClipByTensorNorm(_GradientTransform):
+    r"""Rescale each gradient tensor on its own to an L2 norm of at most ``max_norm`` before
+    ``optimizer``: :math:`g \leftarrow g \min(1, c / (\lVert g \rVert_2 + 10^{-6}))` per
+    tensor (``torch.nn.utils.clip_grad_norm_`` called on each gradient separately; Keras's
+    ``clipnorm``). No state.
+
+    Args:
+        optimizer: the optimizer to wrap.
+        max_norm: the largest norm of each tensor (>= 0).
+
+    Example:
+        >>> import numpy as np, anyoptim as optim
+        >>> opt = optim.ClipByTensorNorm(optim.SGD(learning_rate=1.0), max_norm=1.0)
+        >>> new = opt.apply_gradients({"a": np.array([3.0, 4.0], np.float32),
+        ...                            "b": np.array([0.3, 0.4], np.float32)},
+        ...                           {"a": np.zeros(2, np.float32), "b": np.zeros(2, np.float32)})
+        >>> np.round(new["a"], 4), np.round(new["b"], 4)
+        (array([-0.6, -0.8], dtype=float32), array([-0.3, -0.4], dtype=float32))
+    """
+
+    options = ("max_norm",)
+
+    def __init__(self, optimizer: Optimizer, max_norm: float) -> None:
+        require(max_norm >= 0, type(self).__name__, "max_norm", ">= 0", max_norm)
+        super().__init__(optimizer)
+        self.max_norm = max_norm
+
+    def _transform(self, xp: Any, grads: list[Any], params: list[Any]) -> list[Any]:
+        return [clip_grad_norm([g], self.max_norm)[0][0] for g in grads]
+
+
 class ClipByBlockRMS(_GradientTransform):
     r"""Clip each gradient tensor to an RMS of at most ``threshold`` before ``optimizer``:
     :math:`g \leftarrow g / \max(1, \mathrm{rms}(g) / c)` with
