@@ -43,3 +43,9 @@ __all__ = [
     "SimplifiedAdEMAMix",
     "clip_grad_norm",
 ]
+
+# NAdam, NAdamW, RAdam
+from ._nadam import NAdam, NAdamW  # noqa: E402, RUF100
+from ._radam import RAdam  # noqa: E402, RUF100
+
+__all__ += ["NAdam", "NAdamW", "RAdam"]
