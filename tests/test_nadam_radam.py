@@ -494,6 +494,35 @@ def test_nadam_drop_in_mu_product_matches_torch() -> None:
         assert torch.equal(sa["step"], sb["step"])
 
 
+@pytest.mark.parametrize("name", ["NAdam", "RAdam"])
+def test_drop_in_under_torch_compile_and_tensor_lr(name: str) -> None:
+    """The traced path (torch.compile) and a tensor lr follow torch.optim too."""
+    torch = pytest.importorskip("torch")
+    import anyoptim.torch as at
+
+    p0, grads = _problem(8, "float32")
+    ref = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in p0]
+    traced = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in p0]
+    tensor_lr = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in p0]
+    kw = {"weight_decay": 0.1}
+    ref_opt = getattr(torch.optim, name)(ref, lr=0.01, **kw)
+    traced_opt = getattr(at, name)(traced, lr=0.01, **kw)
+    lr_opt = getattr(at, name)(tensor_lr, lr=torch.tensor(0.01), **kw)
+    step = torch.compile(traced_opt.step, backend="eager")
+    for gs in grads[:10]:
+        for ps in (ref, traced, tensor_lr):
+            for p, g in zip(ps, gs):
+                p.grad = torch.from_numpy(g.copy())
+        ref_opt.step()
+        step()
+        lr_opt.step()
+    for a, b, c in zip(traced, tensor_lr, ref):
+        assert _rel(a.detach().numpy(), c.detach().numpy()) <= 1e-6
+        assert _rel(b.detach().numpy(), c.detach().numpy()) <= 1e-6
+        if name == "NAdam":
+            assert torch.equal(traced_opt.state[a]["mu_product"], ref_opt.state[c]["mu_product"])
+
+
 # ============================================================================= the scalar state
 def test_mu_product_lives_at_the_top_level() -> None:
     torch = pytest.importorskip("torch")

@@ -139,8 +139,13 @@ class NAdam(_Elementwise):
             product = st.get("mu_product")
             if not isinstance(product, Tensor):  # a number (an old torch state dict)
                 product = st["mu_product"] = _new_product(1.0 if product is None else product)
-            product.mul_(_nadam.momentum(b1, group["momentum_decay"], t))
-            out.append((t, product if isinstance(t, Tensor) else product.item()))
+            if isinstance(t, Tensor):  # traced: torch's double arithmetic, on tensors
+                t = t.to(torch.float64)
+                product.mul_(_nadam.momentum(b1, group["momentum_decay"], t).to(product.dtype))
+                out.append((t, product))
+            else:
+                product.mul_(_nadam.momentum(b1, group["momentum_decay"], t))
+                out.append((t, product.item()))
         return out
 
     def _advance_steps(self, gi: int, group: dict[str, Any], params: list[Tensor],
