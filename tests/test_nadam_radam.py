@@ -380,6 +380,35 @@ def test_radam_core_optax_form_decoupled_vs_optax_chain(dtype: str) -> None:
                   ref, real, f"RAdam core optax-form decoupled/{dtype} vs optax chain", tol=tol)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32-exact-b2"])
+def test_optax_form_is_torchs_form_with_infinite_momentum_decay(dtype: str) -> None:
+    """torch.optim.NAdam with momentum_decay -> infinity (mu_t = b1) is optax.nadam; note that
+    momentum_decay=0 is not (mu_t = b1/2 then). Both references against each other, then
+    anyoptim's optax form against torch's limit."""
+    torch = pytest.importorskip("torch")
+    optax = pytest.importorskip("optax")
+    jax = pytest.importorskip("jax")
+    kw, _, real = _optax_kw(dtype, {})
+    b2 = kw.get("b2", 0.999)
+    p0, grads = _problem(4, real)
+    with _torch_default("float64"), jax.enable_x64(real == "float64"):
+        ref = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in p0]
+        limit = torch.optim.NAdam(ref, lr=LR, betas=(0.9, b2), momentum_decay=1e9)
+        worst = 0.0
+        for gs, pb in zip(grads, _optax_steps(optax.nadam(LR, b2=b2), p0, grads)):
+            for y, g in zip(ref, gs):
+                y.grad = torch.from_numpy(g.copy())
+            limit.step()
+            for i, y in enumerate(ref):
+                worst = max(worst, _rel(y.detach().numpy(), np.asarray(pb[str(i)])))
+    _record(f"torch.optim.NAdam(momentum_decay=1e9) vs optax.nadam/{dtype}", worst)
+    assert worst <= TOL[real]
+    core_vs_torch(lambda: optim.NAdam(LR, betas=(0.9, b2), convention="optax"),
+                  lambda ps: torch.optim.NAdam(ps, lr=LR, betas=(0.9, b2), momentum_decay=1e9),
+                  real, f"NAdam core optax-form/{dtype} vs torch.optim.NAdam(momentum_decay=1e9)",
+                  default="float64")
+
+
 # ============================================================================= signatures
 @pytest.mark.parametrize("name", ["NAdam", "RAdam"])
 def test_torch_drop_in_signature_and_groups(name: str) -> None:
