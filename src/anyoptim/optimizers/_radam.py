@@ -18,13 +18,18 @@ CONVENTIONS = ("torch", "optax")
 # ----------------------------------------------------------------------------- shared helpers
 def work_dtype(xp: Any, like: Any, dtype: Any) -> Any:
     """The dtype in which step-dependent scalars are computed: float64 where the library
-    always has it (NumPy, PyTorch, CuPy) or the parameters are float64, else float32 (JAX in
-    its 32-bit mode, MLX). Bias terms such as :math:`1 - \\beta_2^t` lose four digits to
+    always has it (NumPy, PyTorch except on MPS, CuPy) or the parameters are float64, else
+    float32 (JAX in its 32-bit mode, MLX). Bias terms such as :math:`1 - \\beta_2^t` lose four digits to
     cancellation in float32, which is why the references compute them in double."""
     wide = getattr(xp, "float64", None)
-    if wide is not None and (dtype == wide or library_name(like) in ("numpy", "torch", "cupy")):
+    if wide is None:
+        return xp.float32
+    if dtype == wide:
         return wide
-    return xp.float32
+    lib = library_name(like)
+    if lib == "torch" and like.device.type == "mps":  # no float64 on Apple GPUs
+        return xp.float32
+    return wide if lib in ("numpy", "torch", "cupy") else xp.float32
 
 
 def widen(xp: Any, x: Any, work: Any) -> Any:
