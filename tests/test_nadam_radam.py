@@ -552,6 +552,68 @@ def test_drop_in_under_torch_compile_and_tensor_lr(name: str) -> None:
             assert torch.equal(traced_opt.state[a]["mu_product"], ref_opt.state[c]["mu_product"])
 
 
+# ============================================================================= executors
+FUSED_CASES = {
+    "nadam-coupled": lambda: optim.NAdam(optim.cosine_decay(0.05, 8, 0.001), weight_decay=0.1),
+    "nadam-optax-eps-root": lambda: optim.NAdam(0.05, convention="optax", eps_root=1e-8),
+    "nadamw": lambda: optim.NAdamW(0.05, weight_decay=0.1, betas=(0.3, 0.99)),
+    "radam-short-b2": lambda: optim.RAdam(0.05, betas=(0.9, 0.9), weight_decay=0.1),
+    "radam-optax-nesterov": lambda: optim.RAdam(0.05, betas=(0.8, 0.9), nesterov=True,
+                                                convention="optax", decoupled_weight_decay=True,
+                                                weight_decay=0.1),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(FUSED_CASES))
+def test_fused_numpy_equals_reference(case: str, dtype: str,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The numba kernels (in place and functional) give the reference path's bits."""
+    pytest.importorskip("numba")
+    from anyoptim import _backend
+    from anyoptim.utils import tree_flatten
+
+    rng = np.random.default_rng(9)
+    shapes = {"m": (7, 9), "v": (5,), "s": ()}
+    params = {k: np.asarray(rng.standard_normal(s), dtype) for k, s in shapes.items()}
+    grads = [{k: np.asarray(rng.standard_normal(s), dtype) for k, s in shapes.items()}
+             for _ in range(9)]
+    make = FUSED_CASES[case]
+    in_place, functional = make(), make()
+    pi = {k: v.copy() for k, v in params.items()}
+    pf = params
+    for g in grads:
+        in_place.update(pi, g)
+        pf = functional.apply_gradients(g, pf)
+    monkeypatch.setattr(_backend, "fused_numpy_available", lambda: False)
+    ref = make()
+    pr = params
+    for g in grads:
+        pr = ref.apply_gradients(g, pr)
+    for ours, want in ((pi, pr), (pf, pr), (in_place.state, ref.state),
+                       (functional.state, ref.state)):
+        fa, fb = tree_flatten(ours), tree_flatten(want)
+        assert [k for k, _ in fa] == [k for k, _ in fb]
+        for (k, x), (_, y) in zip(fa, fb):
+            np.testing.assert_array_equal(x, y, err_msg=k, strict=True)
+
+
+@pytest.mark.parametrize("name", ["NAdam", "RAdam"])
+def test_drop_in_multi_tensor_path_vs_torch(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without numba's kernels the drop-ins run torch's multi-tensor ops; still torch.optim's
+    numbers."""
+    torch = pytest.importorskip("torch")
+    import anyoptim.torch as at
+    from anyoptim import _backend
+
+    monkeypatch.setattr(_backend, "fused_numpy_available", lambda: False)
+    kw = {"weight_decay": 0.1, "betas": (0.9, 0.99)}
+    for dtype in DTYPES:
+        torch_pair(lambda ps: getattr(at, name)(ps, lr=0.01, **kw),
+                   lambda ps: getattr(torch.optim, name)(ps, lr=0.01, **kw), dtype,
+                   f"{name} torch multi-tensor path/{dtype} vs torch.optim.{name}")
+
+
 # ============================================================================= the scalar state
 def test_mu_product_lives_at_the_top_level() -> None:
     torch = pytest.importorskip("torch")
