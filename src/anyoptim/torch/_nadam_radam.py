@@ -9,6 +9,7 @@ CPU in torch's scalar dtype, and multiplied exactly as torch does.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
 from typing import Any
 
@@ -150,13 +151,36 @@ class NAdam(_Elementwise):
 
     def _advance_steps(self, gi: int, group: dict[str, Any], params: list[Tensor],
                        states: list[dict[str, Any]]) -> list[Any]:
-        return self._products(group, states, super()._advance_steps(gi, group, params, states))
+        counts = super()._advance_steps(gi, group, params, states)
+        if len(params) == len(group["params"]) and all(c == counts[0] for c in counts):
+            # the usual case: one step for the whole group; its products are 0-d views into
+            # one buffer (as the steps are), multiplied by mu_t at once and read back at once
+            products: list[Any] = [st.get("mu_product") for st in states]
+            packs = self.__dict__.setdefault("_product_packs", {})
+            pack = packs.get(gi)
+            if pack is None or len(pack[1]) != len(products) or not all(
+                    map(operator.is_, pack[1], products)):
+                if not all(isinstance(x, Tensor) and x.dim() == 0 for x in products) or len(
+                        {(x.dtype, x.device) for x in products}) != 1:
+                    return self._products(group, states, counts)
+                buffer = torch.stack([x.detach() for x in products])
+                views = list(buffer.unbind())
+                for st, view in zip(states, views):
+                    st["mu_product"] = view
+                pack = packs[gi] = (buffer, views)
+            pack[0].mul_(_nadam.momentum(group["betas"][0], group["momentum_decay"], counts[0]))
+            return [(t, value) for t, value in zip(counts, pack[0].tolist())]
+        return self._products(group, states, counts)
 
     def _traced_update(self, rule: Elementwise, h: dict[str, Any], params: list[Tensor],
                        states: list[dict[str, Any]], counts: list[Any],
                        extras: list[tuple[Any, ...]]) -> None:
         super()._traced_update(rule, h, params, states, self._products(h, states, counts),
                                extras)
+
+    def _adopt(self, state: Any, groups: list[dict[str, Any]]) -> None:
+        self.__dict__.pop("_product_packs", None)
+        super()._adopt(state, groups)
 
     def _import_state(self, p: Tensor, saved: Mapping[str, Any], where: str) -> dict[str, Any]:
         out = super()._import_state(p, saved, where)
