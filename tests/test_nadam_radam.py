@@ -614,6 +614,31 @@ def test_drop_in_multi_tensor_path_vs_torch(name: str, monkeypatch: pytest.Monke
                    f"{name} torch multi-tensor path/{dtype} vs torch.optim.{name}")
 
 
+@pytest.mark.parametrize("name", ["NAdam", "RAdam"])
+def test_drop_in_with_missing_gradients_vs_torch(name: str) -> None:
+    """Parameters without a gradient on some steps keep their own step (and mu_product)."""
+    torch = pytest.importorskip("torch")
+    import anyoptim.torch as at
+
+    p0, grads = _problem(10, "float64")
+    a = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in p0]
+    b = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in p0]
+    oa = getattr(at, name)([{"params": a[:2]}, {"params": a[2:], "lr": 0.02}], lr=0.01)
+    ob = getattr(torch.optim, name)([{"params": b[:2]}, {"params": b[2:], "lr": 0.02}], lr=0.01)
+    for k, gs in enumerate(grads[:30]):
+        for i, (x, y, g) in enumerate(zip(a, b, gs)):
+            skip = (k % 3 == 1 and i == 1) or (k % 5 == 2 and i == 3)
+            x.grad = None if skip else torch.from_numpy(g.copy())
+            y.grad = None if skip else torch.from_numpy(g.copy())
+        oa.step()
+        ob.step()
+    for x, y in zip(a, b):
+        assert _rel(x.detach().numpy(), y.detach().numpy()) <= 1e-12
+        for key in ("step", "mu_product"):
+            if key in ob.state[y]:
+                assert torch.equal(oa.state[x][key], ob.state[y][key]), key
+
+
 # ============================================================================= the scalar state
 def test_mu_product_lives_at_the_top_level() -> None:
     torch = pytest.importorskip("torch")
