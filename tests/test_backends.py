@@ -233,6 +233,20 @@ CONFIGS: dict[str, list[tuple[str, Callable[[], optim.Optimizer], bool]]] = {
             True,
         ),
     ],
+    "NAdam": [
+        ("default", lambda: optim.NAdam(0.01), True),
+        ("coupled-wd-eps-root", lambda: optim.NAdam(optim.cosine_decay(0.01, 20), weight_decay=0.1, momentum_decay=0.01, eps_root=1e-8), True),
+        ("optax-form", lambda: optim.NAdam(0.01, weight_decay=0.1, convention="optax"), True),
+    ],
+    "NAdamW": [
+        ("default", lambda: optim.NAdamW(0.01, weight_decay=0.1), True),
+        ("optax-form", lambda: optim.NAdamW(optim.cosine_decay(0.01, 20), convention="optax"), True),
+    ],
+    "RAdam": [
+        ("default", lambda: optim.RAdam(0.01, betas=(0.9, 0.9)), True),
+        ("coupled-wd", lambda: optim.RAdam(optim.cosine_decay(0.01, 20), betas=(0.9, 0.95), weight_decay=0.1), True),
+        ("optax-nesterov-decoupled", lambda: optim.RAdam(0.01, betas=(0.8, 0.95), weight_decay=0.1, decoupled_weight_decay=True, nesterov=True, eps_root=1e-8, convention="optax"), True),
+    ],
 }
 NAMES = list(CONFIGS)
 

@@ -49,6 +49,9 @@ OPTIMIZERS = {
     "Signum": lambda: optim.Signum(SCHEDULE, momentum=0.8),
     "LAMB": lambda: optim.LAMB(SCHEDULE, weight_decay=0.01),
     "LARS": lambda: optim.LARS(SCHEDULE, weight_decay=0.01, nesterov=True),
+    "NAdam": lambda: optim.NAdam(SCHEDULE, weight_decay=0.01, momentum_decay=0.01),
+    "NAdamW": lambda: optim.NAdamW(SCHEDULE, convention="optax"),
+    "RAdam": lambda: optim.RAdam(SCHEDULE, betas=(0.9, 0.9), decoupled_weight_decay=True, weight_decay=0.01),
 }
 
 

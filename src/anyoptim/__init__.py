@@ -144,3 +144,9 @@ from .optimizers._schedule_free import (  # noqa: E402, RUF100
 )
 
 __all__ += ["ScheduleFreeAdamW", "ScheduleFreeRAdam", "ScheduleFreeSGD"]
+
+# NAdam, NAdamW, RAdam
+from .optimizers._nadam import NAdam, NAdamW  # noqa: E402, RUF100
+from .optimizers._radam import RAdam  # noqa: E402, RUF100
+
+__all__ += ["NAdam", "NAdamW", "RAdam"]

@@ -120,6 +120,9 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         OptimizerInfo("Signum", 1e-3),
         OptimizerInfo("LAMB", 1e-2),
         OptimizerInfo("LARS", 1.0),
+        OptimizerInfo("NAdam", 2e-3),
+        OptimizerInfo("NAdamW", 2e-3),
+        OptimizerInfo("RAdam", 1e-3),
     )
 }
 

@@ -76,3 +76,9 @@ __all__ += [
 from ._groups import Group, group, no_decay_1d, register_predicate  # noqa: E402
 
 __all__ += ["Group", "group", "no_decay_1d", "register_predicate"]
+
+# NAdam, NAdamW, RAdam
+from ._nadam import NAdam, NAdamW  # noqa: E402, RUF100
+from ._radam import RAdam  # noqa: E402, RUF100
+
+__all__ += ["NAdam", "NAdamW", "RAdam"]

@@ -77,3 +77,8 @@ __all__ += ["param_groups"]
 from ._schedule_free import AdamWScheduleFree, RAdamScheduleFree, SGDScheduleFree  # noqa: E402, RUF100
 
 __all__ += ["AdamWScheduleFree", "RAdamScheduleFree", "SGDScheduleFree"]
+
+# NAdam and RAdam (torch.optim's names)
+from ._nadam_radam import NAdam, RAdam  # noqa: E402, RUF100
+
+__all__ += ["NAdam", "RAdam"]

@@ -1675,7 +1675,9 @@ class Optimizer(_FrontEnd):
     overrides the schedule for one step, and attaching a torch LR scheduler as well is an error.
 
     ``state[p]`` is the wrapped optimizer's state dict of ``p``; ``state_dict()`` adds the
-    step counter to each parameter's entry (torch's format).
+    step counter to each parameter's entry (torch's format), and the optimizer's other
+    top-level scalars (NAdam's ``mu_product``, the schedule-free weights), so that a resumed
+    run continues them.
 
     Args:
         params: tensors, ``(name, tensor)`` pairs or parameter-group dicts.
@@ -1896,8 +1898,10 @@ class Optimizer(_FrontEnd):
                 if entry is not None and mine:
                     # values replaced in state[p] (e.g. moved to another device) count
                     leaf = entry[0]
+                    shared = _shared_keys(entry[1])
                     for key, value in mine.items():
-                        if key not in _SCALAR_KEYS and leaf.get(key) is not value:
+                        if key not in _SCALAR_KEYS and key not in shared \
+                                and leaf.get(key) is not value:
                             leaf[key] = value
             if fresh:
                 opt.init(fresh)
@@ -1921,7 +1925,7 @@ class Optimizer(_FrontEnd):
         (torch's layout; distributed checkpoint restores only the keys it finds there)."""
         mine = self.state[p]
         mine.update(leaf)
-        for key in _SCALAR_KEYS:
+        for key in (*_SCALAR_KEYS, *_shared_keys(owner)):
             value = owner.state.get(key)
             if value is not None:
                 mine[key] = value
@@ -1943,6 +1947,7 @@ class Optimizer(_FrontEnd):
         subs = self._subs(opt)
         per_sub: list[dict[str, Any]] = [{} for _ in subs]
         scalars: list[dict[str, Any]] = [{} for _ in subs]
+        shared: list[dict[str, Any]] = [{} for _ in subs]
         for p, st in state.items():
             if not isinstance(p, Tensor):
                 continue
@@ -1950,7 +1955,11 @@ class Optimizer(_FrontEnd):
             index = 0
             if isinstance(opt, _core.MultiOptimizer):
                 index = next(i for i, f in enumerate(opt.filters) if f(name, p))
-            leaf = {k: v for k, v in st.items() if k not in _SCALAR_KEYS}
+            extra = _shared_keys(subs[index])
+            leaf = {k: v for k, v in st.items() if k not in _SCALAR_KEYS and k not in extra}
+            for key in extra:
+                if key in st:  # one value for all parameters: the first one found
+                    shared[index].setdefault(key, st[key])
             for key in _SCALAR_KEYS:
                 if key in st:
                     value = int(st[key])
@@ -1963,8 +1972,11 @@ class Optimizer(_FrontEnd):
                             "saved by anyoptim.torch.Optimizer."
                         )
             per_sub[index][name] = leaf
-        for sub, leaves, found in zip(subs, per_sub, scalars):
+        for sub, leaves, found, extras in zip(subs, per_sub, scalars, shared):
             new = {k: v for k, v in sub.state.items() if not isinstance(v, dict)}
+            for key, value in extras.items():
+                new[key] = value.detach().clone() if isinstance(value, Tensor) else \
+                    _backend.as_state_array(value)
             like = next((t for leaf in leaves.values() for t in leaf.values()
                          if isinstance(t, Tensor)), None)
             for key, value in found.items():
@@ -1981,6 +1993,14 @@ class Optimizer(_FrontEnd):
         out["anyoptim_optimizer"] = _picklable(self.anyoptim_optimizer)
         out["_lr_written"] = list(self._lr_written)
         return out
+
+
+def _shared_keys(owner: _core.Optimizer) -> tuple[str, ...]:
+    """The top-level scalars of ``owner`` besides its step, learning rate and schedules (e.g.
+    NAdam's ``mu_product``, the schedule-free weights): ``anyoptim.torch.Optimizer`` mirrors
+    them into every parameter's entry, so that ``state_dict()`` carries them."""
+    skip = {"learning_rate", *_SCALAR_KEYS, *owner._schedulers}
+    return tuple(k for k in owner._scalar_keys() if k not in skip)
 
 
 def _as_tensor(value: Any) -> Tensor:
