@@ -641,10 +641,7 @@ def test_drop_in_with_missing_gradients_vs_torch(name: str) -> None:
 
 @pytest.mark.parametrize("make", [
     pytest.param(lambda: optim.NAdam(0.01, momentum_decay=0.05), id="NAdam"),
-    # (ScheduleFreeAdamW's init copies the torch Parameters with torch.asarray, which warns
-    # about requires_grad: a separate issue of that optimizer's init, not of the state dict)
-    pytest.param(lambda: optim.ScheduleFreeAdamW(0.01), id="ScheduleFreeAdamW",
-                 marks=pytest.mark.filterwarnings("ignore:torch.asarray:UserWarning")),
+    pytest.param(lambda: optim.ScheduleFreeAdamW(0.01), id="ScheduleFreeAdamW"),
 ])
 def test_torch_wrapper_state_dict_carries_top_level_scalars(make: Callable[[], Any]) -> None:
     """anyoptim.torch.Optimizer around an optimizer with top-level scalars (mu_product, the

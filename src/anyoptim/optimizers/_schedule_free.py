@@ -30,6 +30,7 @@ from ._schedule_free_rule import (
     first_beta,
 )
 from ._validate import check_betas, require
+from ._wrapper import copy_array
 
 
 # ----------------------------------------------------------------------------- base class
@@ -41,7 +42,7 @@ class _ScheduleFree(Optimizer):
 
     def init_single(self, parameter: Any, state: dict[str, Any]) -> None:
         xp = self.xp
-        state["z"] = _copy(xp, parameter)
+        state["z"] = copy_array(parameter)  # (torch: detached, so no requires_grad copy)
         if "v" in self.rule.state:  # type: ignore[union-attr]
             state["v"] = xp.zeros_like(parameter)
 
@@ -172,12 +173,6 @@ class _ScheduleFree(Optimizer):
                 continue
             out.append(finalize(p + weight * (z - p)))
         return _tree.unflatten(structure, iter(out))
-
-
-def _copy(xp: Any, x: Any) -> Any:
-    if getattr(xp, "__name__", "") == "mlx.core":
-        return xp.array(x)
-    return xp.asarray(x, copy=True)
 
 
 def _check_common(name: str, weight_decay: float, r: float, weight_lr_power: float) -> None:
