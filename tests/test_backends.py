@@ -220,6 +220,12 @@ CONFIGS: dict[str, list[tuple[str, Callable[[], optim.Optimizer], bool]]] = {
             True,
         ),
     ],
+    "Prodigy": [
+        # d0 = 0.1 (default 1e-6): v = d^2 (1-b2) g^2 underflows in float16 while d is small
+        ("d0-0.1", lambda: optim.Prodigy(d0=0.1), False),
+        ("bc-coupled", lambda: optim.Prodigy(use_bias_correction=True, weight_decay=0.1, decouple=False, d0=0.5), False),
+        ("cosine-safeguard-wd", lambda: optim.Prodigy(optim.cosine_decay(1.0, 20), safeguard_warmup=True, weight_decay=0.1, d0=0.1), True),
+    ],
 }
 NAMES = list(CONFIGS)
 

@@ -111,3 +111,8 @@ from .optimizers._schedule_free import (  # noqa: E402, RUF100
 )
 
 __all__ += ["ScheduleFreeAdamW", "ScheduleFreeRAdam", "ScheduleFreeSGD"]
+
+# Prodigy (learning-rate free)
+from .optimizers._prodigy import Prodigy  # noqa: E402, RUF100
+
+__all__ += ["Prodigy"]

@@ -89,3 +89,8 @@ from ._schedule_free import (
 )
 
 __all__ += ["schedule_free_adamw", "schedule_free_eval_params", "schedule_free_sgd"]
+
+# Prodigy (optax.contrib's name)
+from ._prodigy import prodigy  # noqa: E402, RUF100
+
+__all__ += ["prodigy"]

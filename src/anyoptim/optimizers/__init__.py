@@ -13,6 +13,7 @@ from ._lars import LARS
 from ._lion import Lion
 from ._multi import MultiOptimizer
 from ._muon import Muon
+from ._prodigy import Prodigy
 from ._schedule_free import ScheduleFreeAdamW, ScheduleFreeRAdam, ScheduleFreeSGD
 from ._sgd import SGD
 from ._sign import SignSGD, Signum
@@ -34,6 +35,7 @@ __all__ = [
     "MultiOptimizer",
     "Muon",
     "Optimizer",
+    "Prodigy",
     "RMSprop",
     "ScheduleFreeAdamW",
     "ScheduleFreeRAdam",

@@ -263,15 +263,18 @@ def _execute(opt: Optimizer, xp: Any, structure: Any, grads: list[Any], params: 
     step = opt._state["step"]
     new: list[Any] = [None] * len(grads)
     in_place = True
+    parts: list[tuple[list[Any], list[Any], list[dict[str, Any]], dict[str, Any],
+                      list[int] | None]] = []
     for h, index in groups(opt, structure, hyper, len(grads)):
         if index is None:
-            g_, p_, s_ = grads, params, states
+            parts.append((grads, params, states, h, index))
         else:
-            g_ = [grads[i] for i in index]
-            p_ = [params[i] for i in index]
-            s_ = [states[i] for i in index]
+            parts.append(([grads[i] for i in index], [params[i] for i in index],
+                          [states[i] for i in index], h, index))
+    opt._xp = xp
+    extras = opt.prepare_groups([part[:4] for part in parts])
+    for (g_, p_, s_, h, index), extra in zip(parts, extras):
         opt._xp = xp
-        extra = opt.prepare(g_, p_, s_, h)
         if extra:
             h = {**h, **extra}
         if rule is not None:

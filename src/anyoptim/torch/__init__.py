@@ -72,3 +72,8 @@ __all__ = [
 from ._schedule_free import AdamWScheduleFree, RAdamScheduleFree, SGDScheduleFree  # noqa: E402, RUF100
 
 __all__ += ["AdamWScheduleFree", "RAdamScheduleFree", "SGDScheduleFree"]
+
+# Prodigy (prodigyopt's name)
+from ._prodigy import Prodigy  # noqa: E402, RUF100
+
+__all__ += ["Prodigy"]
