@@ -173,6 +173,8 @@ CONFIGS: dict[str, list[tuple[str, Callable[[], optim.Optimizer], bool]]] = {
         ("default", lambda: optim.Muon(0.02), False),
         ("plain-wd", lambda: optim.Muon(0.02, weight_decay=0.1, nesterov=False, ns_steps=3), False),
         ("warmup-cosine", lambda: optim.Muon(_warm_cos(0.02)), True),
+        ("torch-form-match-rms", lambda: optim.Muon(0.02, weight_decay=0.1, adjust_lr="match_rms_adamw", normalize="clamp", decoupled_weight_decay=True), False),
+        ("polar-express-normuon", lambda: optim.Muon(0.02, ns_coefficients="polar_express", normuon=True, adjust_lr="original"), False),
     ],
     "ADOPT": [
         ("default", lambda: optim.ADOPT(0.01), False),

@@ -47,6 +47,8 @@ OPTIMIZERS = {
     "LAMB": lambda: optim.LAMB(SCHEDULE, weight_decay=0.01),
     "LARS": lambda: optim.LARS(SCHEDULE, weight_decay=0.01, nesterov=True),
     "Prodigy": lambda: optim.Prodigy(SCHEDULE, weight_decay=0.01, use_bias_correction=True),
+    "Muon-variants": lambda: optim.Muon(SCHEDULE, ns_coefficients="polar_express", normuon=True,
+                                        adjust_lr="match_rms_adamw", decoupled_weight_decay=True),
 }
 
 
