@@ -314,3 +314,65 @@ def test_groups_sum_over_every_parameter():
     for k in params:
         np.testing.assert_allclose(p2[k], p1[k], rtol=1e-15)
     assert float(one.state["d"]) == float(two.state["d"])
+
+
+def test_parameter_groups_against_prodigyopt():
+    """Groups with their own weight decay and eps (prodigyopt reads the other settings,
+    ``decouple`` included, from the first group): the MLX-style class with per-path
+    hyperparameters and the drop-in with groups, against prodigyopt with groups, float64."""
+    torch = pytest.importorskip("torch")
+    prodigyopt = pytest.importorskip("prodigyopt")
+    import anyoptim.torch as aot
+
+    rng = np.random.default_rng(7)
+    x0 = [rng.standard_normal(s) for s in SHAPES]
+
+    def groups(ps):
+        return [dict(params=ps[:2], weight_decay=0.1, decouple=False),
+                dict(params=ps[2:], weight_decay=0.05, eps=1e-6)]
+
+    ref_p = [torch.nn.Parameter(torch.tensor(x)) for x in x0]
+    drop_p = [torch.nn.Parameter(torch.tensor(x)) for x in x0]
+    ref = prodigyopt.Prodigy(groups(ref_p), use_bias_correction=True)
+    drop = aot.Prodigy(groups(drop_p), use_bias_correction=True)
+    ours = optim.Prodigy(use_bias_correction=True, decouple=False)
+
+    def hyper(path):
+        return {"weight_decay": 0.1} if path.startswith("a.") else \
+            {"weight_decay": 0.05, "eps": 1e-6}
+
+    params = _tree([x.copy() for x in x0])
+    target = [rng.standard_normal(s) for s in SHAPES]
+    for _ in range(STEPS):
+        g = _gradients(rng, [a.detach().numpy() for a in ref_p], target, np.float64)
+        for a, b, x in zip(ref_p, drop_p, g):
+            a.grad = torch.tensor(x)
+            b.grad = torch.tensor(x)
+        ref.step()
+        drop.step()
+        params = ours.apply_gradients(_tree(g), params, hyper)
+    d_ref = ref.param_groups[0]["d"]
+    assert d_ref > 100 * 1e-6
+    assert abs(float(ours.state["d"]) / d_ref - 1) <= 1e-12
+    assert abs(drop.param_groups[1]["d"] / d_ref - 1) <= 1e-12
+    for a, b, mine in zip(ref_p, drop_p, _leaves(params)):
+        assert _rel(mine, a.detach().numpy()) <= 1e-12
+        assert _rel(b.detach().numpy(), a.detach().numpy()) <= 1e-12
+
+
+def test_drop_in_lr_rules():
+    torch = pytest.importorskip("torch")
+    import anyoptim.torch as aot
+
+    a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
+    opt = aot.Prodigy([dict(params=[a]), dict(params=[b], lr=0.5)])
+    a.grad, b.grad = torch.ones(2), torch.ones(2)
+    with pytest.raises(RuntimeError, match="lr"):
+        opt.step()
+    assert opt.param_groups[0]["k"] == 0 and not opt.state  # nothing changed
+    frozen = aot.Prodigy([dict(params=[a]), dict(params=[b], lr=0.0)], weight_decay=0.1)
+    for _ in range(3):
+        a.grad, b.grad = torch.ones(2), torch.ones(2)
+        frozen.step()
+    assert torch.equal(b.detach(), torch.ones(2))  # a group with lr 0 is left as it is
+    assert not torch.equal(a.detach(), torch.ones(2))

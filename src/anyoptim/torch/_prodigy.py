@@ -36,9 +36,9 @@ class Prodigy(_Elementwise):
     r"""Prodigy with ``prodigyopt.Prodigy``'s keywords, defaults and maths (see
     :class:`anyoptim.Prodigy` for the update rule).
 
-    One estimate :math:`d` is shared by every group (prodigyopt reads ``betas``, ``beta3``,
-    ``d_coef``, ``growth_rate``, ``use_bias_correction`` and the learning rate's maximum from
-    the groups; the other keys may differ per group). As in prodigyopt, the estimate is read
+    One estimate :math:`d` is shared by every group: as in prodigyopt, ``weight_decay`` and
+    ``eps`` are read per group, the other settings from the first group (prodigyopt also
+    reads ``d0`` and ``safeguard_warmup`` per group for the sums; anyoptim does not). As in prodigyopt, the estimate is read
     back to the host once per step (the groups hold ``d`` as a Python float); a step whose
     denominator :math:`\|s\|_1` is 0 changes nothing.
 
@@ -161,11 +161,14 @@ class Prodigy(_Elementwise):
 
     # ------------------------------------------------------------------ step
     def _core(self, group: Mapping[str, Any], lr: float) -> dict[str, Any]:
-        return {"betas": tuple(group["betas"]), "beta3": group["beta3"], "eps": group["eps"],
-                "weight_decay": group["weight_decay"], "decouple": group["decouple"],
-                "use_bias_correction": group["use_bias_correction"],
-                "safeguard_warmup": group["safeguard_warmup"], "d0": group["d0"],
-                "d_coef": group["d_coef"], "growth_rate": group["growth_rate"],
+        # as in prodigyopt, only weight_decay and eps are read per group; the rest comes
+        # from the first group
+        first = self.param_groups[0]
+        return {"betas": tuple(first["betas"]), "beta3": first["beta3"], "eps": group["eps"],
+                "weight_decay": group["weight_decay"], "decouple": first["decouple"],
+                "use_bias_correction": first["use_bias_correction"],
+                "safeguard_warmup": first["safeguard_warmup"], "d0": first["d0"],
+                "d_coef": first["d_coef"], "growth_rate": first["growth_rate"],
                 "learning_rate": lr, "lr": lr}
 
     @torch.no_grad()
