@@ -250,3 +250,15 @@ def test_options_survive_a_checkpoint(tmp_path):
     g = {"w": np.full((4, 3), -0.25, np.float32)}
     np.testing.assert_array_equal(back.apply_gradients(g, params)["w"],
                                   opt.apply_gradients(g, params)["w"])
+
+
+def test_normuon_switched_on_per_call():
+    """``normuon`` given per call (a state without ``v_row`` yet) creates the row moment."""
+    opt = optim.Muon(0.02)
+    params = {"w": np.ones((4, 3), np.float32), "b": np.ones(3, np.float32)}
+    grads = {"w": np.arange(12, dtype=np.float32).reshape(4, 3), "b": np.ones(3, np.float32)}
+    params = opt.apply_gradients(grads, params)
+    assert "v_row" not in opt.state["w"]
+    params = opt.apply_gradients(grads, params, {"normuon": True})
+    assert opt.state["w"]["v_row"].shape == (4, 1) and "v_row" not in opt.state["b"]
+    assert np.isfinite(params["w"]).all()

@@ -376,3 +376,28 @@ def test_drop_in_lr_rules():
         frozen.step()
     assert torch.equal(b.detach(), torch.ones(2))  # a group with lr 0 is left as it is
     assert not torch.equal(a.detach(), torch.ones(2))
+
+
+def test_all_or_nothing():
+    """A failing update (a gradient without a parameter of that shape) or a skipped
+    non-finite one leaves d, d_max, d_numerator, the step and every array as they were."""
+    opt = optim.Prodigy()
+    params = {"a": np.array([1.0, -2.0]), "b": np.ones(3)}
+    rng = np.random.default_rng(8)
+    for _ in range(3):
+        params = opt.apply_gradients({"a": rng.standard_normal(2), "b": rng.standard_normal(3)},
+                                     params)
+    snapshot = {k: np.copy(v) for k, v in opt.state.items() if not isinstance(v, dict)}
+    arrays = {k: {n: np.copy(x) for n, x in v.items()} for k, v in opt.state.items()
+              if isinstance(v, dict)}
+    with pytest.raises(ValueError):
+        opt.apply_gradients({"a": np.ones(2), "b": np.ones(4)}, params)
+    opt.skip_nonfinite = True
+    new = opt.apply_gradients({"a": np.array([np.nan, 1.0]), "b": np.ones(3)}, params)
+    np.testing.assert_array_equal(new["a"], params["a"])
+    assert int(opt.state["skipped_steps"]) == 1
+    for k, v in snapshot.items():
+        np.testing.assert_array_equal(opt.state[k], v, err_msg=k)
+    for k, v in arrays.items():
+        for n, x in v.items():
+            np.testing.assert_array_equal(opt.state[k][n], x, err_msg=f"{k}.{n}")
