@@ -401,3 +401,31 @@ def test_all_or_nothing():
     for k, v in arrays.items():
         for n, x in v.items():
             np.testing.assert_array_equal(opt.state[k][n], x, err_msg=f"{k}.{n}")
+
+
+def test_drop_in_resumes_bit_for_bit_from_its_own_state_dict(tmp_path):
+    torch = pytest.importorskip("torch")
+    import anyoptim.torch as aot
+
+    rng = np.random.default_rng(9)
+    x0 = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
+    a = [torch.nn.Parameter(torch.tensor(x)) for x in x0]
+    b = [torch.nn.Parameter(torch.tensor(x)) for x in x0]
+    oa = aot.Prodigy(a, weight_decay=0.1, use_bias_correction=True)
+    ob = aot.Prodigy(b, weight_decay=0.1, use_bias_correction=True)
+    target = [rng.standard_normal(s) for s in SHAPES]
+    for t in range(10):
+        g = _gradients(rng, [x.detach().numpy() for x in a], target, np.float32)
+        for x, y, gi in zip(a, b, g):
+            x.grad = torch.tensor(gi)
+            y.grad = torch.tensor(gi)
+        oa.step()
+        ob.step()
+        if t == 4:
+            path = tmp_path / "prodigy.pt"
+            torch.save(ob.state_dict(), path)
+            ob = aot.Prodigy(b, weight_decay=0.1, use_bias_correction=True)
+            ob.load_state_dict(torch.load(path, weights_only=True))
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+    assert oa.param_groups[0]["d"] == ob.param_groups[0]["d"]
