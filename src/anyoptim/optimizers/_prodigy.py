@@ -168,7 +168,8 @@ class Prodigy(Optimizer):
         r &\leftarrow \beta_3 r + \tfrac{d}{d_0}\,\delta\,\langle g, x_0 - x\rangle, \qquad
         s \leftarrow \beta_3 s + \tfrac{d}{d_0}\,(d \text{ if safeguard else } \delta)\, g \\
         \hat d &= c\, r / \|s\|_1, \qquad d_{\max} \leftarrow \max(d_{\max}, \hat d), \qquad
-        d \leftarrow \min(d_{\max},\ \gamma \max(d, \hat d)^{[d = d_0]} d^{[d \ne d_0]}) \\
+        d \leftarrow \min(d_{\max},\ \gamma d'), \quad
+        d' = \begin{cases} \max(d, \hat d) & d = d_0 \\ d & \text{else} \end{cases} \\
         m &\leftarrow \beta_1 m + (1-\beta_1)\, d_{\mathrm{old}}\, g, \qquad
         v \leftarrow \beta_2 v + (1-\beta_2)\, d_{\mathrm{old}}^2 g^2 \\
         x &\leftarrow x - \delta\lambda x - \delta\, m / (\sqrt v + d\,\epsilon)
