@@ -173,6 +173,8 @@ CONFIGS: dict[str, list[tuple[str, Callable[[], optim.Optimizer], bool]]] = {
         ("default", lambda: optim.Muon(0.02), False),
         ("plain-wd", lambda: optim.Muon(0.02, weight_decay=0.1, nesterov=False, ns_steps=3), False),
         ("warmup-cosine", lambda: optim.Muon(_warm_cos(0.02)), True),
+        ("torch-form-match-rms", lambda: optim.Muon(0.02, weight_decay=0.1, adjust_lr="match_rms_adamw", normalize="clamp", decoupled_weight_decay=True), False),
+        ("polar-express-normuon", lambda: optim.Muon(0.02, ns_coefficients="polar_express", normuon=True, adjust_lr="original"), False),
     ],
     "ScheduleFreeAdamW": [
         # (True: the averaging scalars are float32 on MLX)
@@ -246,6 +248,12 @@ CONFIGS: dict[str, list[tuple[str, Callable[[], optim.Optimizer], bool]]] = {
         ("default", lambda: optim.RAdam(0.01, betas=(0.9, 0.9)), True),
         ("coupled-wd", lambda: optim.RAdam(optim.cosine_decay(0.01, 20), betas=(0.9, 0.95), weight_decay=0.1), True),
         ("optax-nesterov-decoupled", lambda: optim.RAdam(0.01, betas=(0.8, 0.95), weight_decay=0.1, decoupled_weight_decay=True, nesterov=True, eps_root=1e-8, convention="optax"), True),
+    ],
+    "Prodigy": [
+        # d0 = 0.1 (default 1e-6): v = d^2 (1-b2) g^2 underflows in float16 while d is small
+        ("d0-0.1", lambda: optim.Prodigy(d0=0.1), False),
+        ("bc-coupled", lambda: optim.Prodigy(use_bias_correction=True, weight_decay=0.1, decouple=False, d0=0.5), False),
+        ("cosine-safeguard-wd", lambda: optim.Prodigy(optim.cosine_decay(1.0, 20), safeguard_warmup=True, weight_decay=0.1, d0=0.1), True),
     ],
 }
 NAMES = list(CONFIGS)

@@ -52,6 +52,9 @@ OPTIMIZERS = {
     "NAdam": lambda: optim.NAdam(SCHEDULE, weight_decay=0.01, momentum_decay=0.01),
     "NAdamW": lambda: optim.NAdamW(SCHEDULE, convention="optax"),
     "RAdam": lambda: optim.RAdam(SCHEDULE, betas=(0.9, 0.9), decoupled_weight_decay=True, weight_decay=0.01),
+    "Prodigy": lambda: optim.Prodigy(SCHEDULE, weight_decay=0.01, use_bias_correction=True),
+    "Muon-variants": lambda: optim.Muon(SCHEDULE, ns_coefficients="polar_express", normuon=True,
+                                        adjust_lr="match_rms_adamw", decoupled_weight_decay=True),
 }
 
 

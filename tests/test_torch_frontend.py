@@ -140,14 +140,17 @@ def _core_equal(make_torch, make_core, steps: int = 8) -> None:
 def test_lion_muon_adafactor_follow_anyoptims_rules() -> None:
     _core_equal(lambda ps: at.Lion(ps, lr=1e-2, weight_decay=0.1),
                 lambda: anyoptim.Lion(1e-2, weight_decay=0.1))
-    _core_equal(lambda ps: at.Muon(ps, lr=2e-2), lambda: anyoptim.Muon(2e-2))
+    _core_equal(lambda ps: at.Muon(ps, lr=2e-2),
+                lambda: anyoptim.Muon(2e-2, weight_decay=0.1, adjust_lr="original",
+                                      normalize="clamp", decoupled_weight_decay=True,
+                                      ns_dtype="bfloat16"))
     _core_equal(lambda ps: at.Adafactor(ps), lambda: anyoptim.Adafactor())
     _core_equal(lambda ps: at.Adafactor(ps, lr=1e-2, relative_step=False, beta1=0.9,
                                         weight_decay=0.1),
                 lambda: anyoptim.Adafactor(1e-2, relative_step=False, beta_1=0.9,
                                            weight_decay=0.1))
-    opt = at.Muon(_params(torch.float32))
-    assert opt.defaults["lr"] == 0.02 and opt.defaults["weight_decay"] == 0.01
+    opt = at.Muon(_params(torch.float32))  # torch.optim.Muon's defaults
+    assert opt.defaults["lr"] == 1e-3 and opt.defaults["weight_decay"] == 0.1
 
 
 def test_wrapper_runs_the_anyoptim_optimizer_exactly() -> None:

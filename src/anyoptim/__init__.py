@@ -150,3 +150,8 @@ from .optimizers._nadam import NAdam, NAdamW  # noqa: E402, RUF100
 from .optimizers._radam import RAdam  # noqa: E402, RUF100
 
 __all__ += ["NAdam", "NAdamW", "RAdam"]
+
+# Prodigy (learning-rate free)
+from .optimizers._prodigy import Prodigy  # noqa: E402, RUF100
+
+__all__ += ["Prodigy"]

@@ -123,6 +123,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         OptimizerInfo("NAdam", 2e-3),
         OptimizerInfo("NAdamW", 2e-3),
         OptimizerInfo("RAdam", 1e-3),
+        OptimizerInfo("Prodigy", 1.0, "learning-rate free: --lr multiplies the estimate"),
     )
 }
 

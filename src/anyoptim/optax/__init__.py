@@ -94,3 +94,8 @@ __all__ += ["schedule_free_adamw", "schedule_free_eval_params", "schedule_free_s
 from ._radam import radam  # noqa: E402, RUF100
 
 __all__ += ["radam"]
+
+# Prodigy (optax.contrib's name)
+from ._prodigy import prodigy  # noqa: E402, RUF100
+
+__all__ += ["prodigy"]

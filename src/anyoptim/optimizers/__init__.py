@@ -25,6 +25,7 @@ from ._lion import Lion
 from ._lookahead import Lookahead
 from ._multi import MultiOptimizer
 from ._muon import Muon
+from ._prodigy import Prodigy
 from ._schedule_free import ScheduleFreeAdamW, ScheduleFreeRAdam, ScheduleFreeSGD
 from ._sgd import SGD
 from ._sign import SignSGD, Signum
@@ -47,6 +48,7 @@ __all__ = [
     "MultiOptimizer",
     "Muon",
     "Optimizer",
+    "Prodigy",
     "RMSprop",
     "ScheduleFreeAdamW",
     "ScheduleFreeRAdam",

@@ -314,6 +314,14 @@ class Optimizer:
         return extra entries for ``h`` (e.g. sums over all parameters), or None."""
         return None
 
+    def prepare_groups(self, parts: list[tuple[list[Any], list[Any], list[dict[str, Any]],
+                                              Mapping[str, Any]]]) -> list[Mapping[str, Any] | None]:
+        """Whole-update hook: ``parts`` holds ``(gradients, parameters, states, h)`` for every
+        hyperparameter group; return the extra entries of each group's ``h``. By default
+        :meth:`prepare` per group; optimizers whose scalars need sums over all groups (Prodigy)
+        override this. Called once per update, before any parameter changes."""
+        return [self.prepare(g, p, s, h) for g, p, s, h in parts]
+
     def hyper(self) -> dict[str, Any]:
         """The hyperparameters as the rule sees them: the attributes named in
         ``hyperparameters`` and the current ``learning_rate`` (if the state has one)."""

@@ -258,11 +258,16 @@ def _find_problem(grads: list[Any], params: list[Any], states: list[Any] | None)
 def _execute(opt: Optimizer, xp: Any, structure: Any, grads: list[Any], params: list[Any],
              states: list[dict[str, Any]], hyper: Hyperparameters | None, inplace: bool,
              commits: Commits, fused: bool) -> tuple[list[Any], bool]:
-    """Run every hyperparameter group; fill ``commits`` with the new state to store."""
+    """Run every hyperparameter group; fill ``commits`` with the new state to store.
+
+    Every group's ``prepare`` (``prepare_groups``: whole-update sums such as Prodigy's) sees
+    all groups before any of them is updated."""
     rule = opt.rule
     step = opt._state["step"]
     new: list[Any] = [None] * len(grads)
     in_place = True
+    parts: list[tuple[list[Any], list[Any], list[dict[str, Any]], dict[str, Any],
+                      list[int] | None, Any]] = []
     for h, index in groups(opt, structure, hyper, len(grads), params):
         if index is None:
             g_, p_, s_ = grads, params, states
@@ -271,14 +276,18 @@ def _execute(opt: Optimizer, xp: Any, structure: Any, grads: list[Any], params: 
             p_ = [params[i] for i in index]
             s_ = [states[i] for i in index]
         cast = None
-        group_inplace = inplace
         if opt.state_dtype is not None or opt.stochastic_rounding:
             from ._precision import Cast
 
-            cast, start, group_inplace = Cast(opt, g_, p_, s_), len(commits), False
+            cast = Cast(opt, g_, p_, s_)
             g_, p_, s_ = cast.inputs()
+        parts.append((g_, p_, s_, h, index, cast))
+    opt._xp = xp
+    extras = opt.prepare_groups([part[:4] for part in parts])
+    for (g_, p_, s_, h, index, cast), extra in zip(parts, extras):
         opt._xp = xp
-        extra = opt.prepare(g_, p_, s_, h)
+        start = len(commits)
+        group_inplace = inplace and cast is None
         if extra:
             h = {**h, **extra}
         if rule is not None:

@@ -12,8 +12,9 @@ distributed checkpoint and nanoGPT-style loops accept it::
   maths (bias correction, a ``step`` per parameter, SGD's first momentum buffer equal to the
   gradient, ...), with its state names (``exp_avg``, ``momentum_buffer``, ...): replacing
   ``torch.optim.AdamW`` by ``anyoptim.torch.AdamW`` changes no number beyond rounding.
-* :class:`Lion`, :class:`Muon` and :class:`Adafactor` follow anyoptim's (MLX's) update rules,
-  with torch-style keyword names.
+* :class:`Lion` and :class:`Adafactor` follow anyoptim's (MLX's) update rules, with
+  torch-style keyword names; :class:`Muon` takes ``torch.optim.Muon``'s keywords, defaults and
+  maths.
 * :class:`Optimizer` wraps any configured anyoptim optimizer (MLX hyperparameters, anyoptim
   schedules, :class:`anyoptim.MultiOptimizer`) and runs exactly that optimizer.
 * :func:`to_anyoptim`, :func:`from_anyoptim`, :func:`save` and :func:`load` move a run between
@@ -82,3 +83,8 @@ __all__ += ["AdamWScheduleFree", "RAdamScheduleFree", "SGDScheduleFree"]
 from ._nadam_radam import NAdam, RAdam  # noqa: E402, RUF100
 
 __all__ += ["NAdam", "RAdam"]
+
+# Prodigy (prodigyopt's name)
+from ._prodigy import Prodigy  # noqa: E402, RUF100
+
+__all__ += ["Prodigy"]

@@ -1493,22 +1493,46 @@ class _PerTensor(_FrontEnd):
 
 
 class Muon(_PerTensor):
-    r"""Muon (Jordan et al., 2024) with anyoptim's (MLX's) update and torch-style names.
+    r"""Muon with ``torch.optim.Muon``'s keywords, defaults and maths (anyoptim's
+    :class:`anyoptim.Muon` with ``adjust_lr=adjust_lr_fn or "original"``,
+    ``normalize="clamp"``, ``decoupled_weight_decay=True``, ``ns_dtype="bfloat16"``).
 
-    Momentum orthogonalised by Newton-Schulz iterations for tensors with two or more dimensions
-    (reshaped to ``(S[0], -1)``), scaled by :math:`\sqrt{\max(1, S_{-2}/S_{-1})}`; scalars and
-    vectors get momentum SGD. ``torch.optim.Muon`` is a different variant (2-D only, decoupled
-    weight decay, bfloat16 iterations): see "Coming from PyTorch" in the docs.
+    .. math::
+
+        B &\leftarrow \mu B + (1-\mu) g, \qquad
+        \tilde B = (1-\mu) g + \mu B \text{ (Nesterov) or } B \\
+        O &= \mathrm{NS}^{(a,b,c)}_k(\tilde B / \max(\|\tilde B\|_F, \epsilon)), \qquad
+        p \leftarrow p(1 - \eta\lambda) - \eta f(A, B)\, O
+
+    with :math:`f = \sqrt{\max(1, A/B)}` (``adjust_lr_fn=None`` or ``"original"``) or
+    :math:`0.2\sqrt{\max(A, B)}` (``"match_rms_adamw"``, Moonlight's). The Newton-Schulz
+    iteration runs in bfloat16, as torch's does (the two bfloat16 iterations round
+    differently: they agree to about 2e-3). Unlike torch, tensors that are not matrices are
+    accepted: ndim > 2 is reshaped to ``(S[0], -1)``, scalars and vectors get momentum SGD.
+    For MLX's Muon on torch tensors use ``anyoptim.torch.Optimizer(params,
+    anyoptim.Muon(...))``.
 
     Args:
         params: tensors, ``(name, tensor)`` pairs or parameter-group dicts.
-        lr: learning rate. Default ``0.02`` (the reference Muon's).
+        lr: learning rate :math:`\eta`. Default ``1e-3``.
+        weight_decay: decoupled weight decay :math:`\lambda`. Default ``0.1``.
         momentum: :math:`\mu`. Default ``0.95``.
-        weight_decay: coupled L2 penalty added to the gradient. Default ``0.01`` (MLX's).
         nesterov: Nesterov momentum. Default ``True``.
-        ns_steps: Newton-Schulz iterations. Default ``5``.
+        ns_coefficients: :math:`(a, b, c)`. Default ``(3.4445, -4.775, 2.0315)``.
+        eps: lower bound of the norm. Default ``1e-7``.
+        ns_steps: Newton-Schulz iterations :math:`k`. Default ``5``.
+        adjust_lr_fn: None, ``"original"`` or ``"match_rms_adamw"``. Default None.
 
     State per parameter: ``momentum_buffer``.
+
+    Example:
+        >>> import torch, anyoptim.torch
+        >>> w = torch.nn.Parameter(torch.zeros(2, 2))
+        >>> opt = anyoptim.torch.Muon([w], lr=0.1, weight_decay=0.0)
+        >>> w.grad = torch.eye(2)
+        >>> opt.step()
+        >>> torch.round(w.detach().diagonal(), decimals=2)
+        tensor([-0.1100, -0.1100])
     """
 
     _core_class = _core.Muon
@@ -1517,14 +1541,19 @@ class Muon(_PerTensor):
     def __init__(
         self,
         params: Any,
-        lr: float | Tensor = 0.02,
+        lr: float | Tensor = 1e-3,
+        weight_decay: float = 0.1,
         momentum: float = 0.95,
-        weight_decay: float = 0.01,
         nesterov: bool = True,
+        ns_coefficients: tuple[float, float, float] = (3.4445, -4.775, 2.0315),
+        eps: float = 1e-07,
         ns_steps: int = 5,
+        adjust_lr_fn: str | None = None,
     ) -> None:
-        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
-                                  "nesterov": nesterov, "ns_steps": ns_steps})
+        super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "momentum": momentum,
+                                  "nesterov": nesterov, "ns_coefficients": ns_coefficients,
+                                  "eps": eps, "ns_steps": ns_steps,
+                                  "adjust_lr_fn": adjust_lr_fn})
 
     def _validate(self, group: Mapping[str, Any], where: str) -> None:
         if "lr" in group:
@@ -1532,21 +1561,39 @@ class Muon(_PerTensor):
         if "momentum" in group:
             _check_number("Muon", where, "momentum", group["momentum"], 0.0, 1.0,
                           fix="momentum is a decay rate in [0, 1), e.g. 0.95.")
-        if "weight_decay" in group:
-            _check_number("Muon", where, "weight_decay", group["weight_decay"], 0.0, None)
+        for key in ("weight_decay", "eps"):
+            if key in group:
+                _check_number("Muon", where, key, group[key], 0.0, None)
         if "nesterov" in group:
             _check_bool("Muon", where, "nesterov", group["nesterov"])
         steps = group.get("ns_steps", 5)
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-            _fail("Muon", where, "ns_steps", steps, "an int >= 0", "Pass ns_steps=5, say.")
+        if not isinstance(steps, int) or isinstance(steps, bool) or not 0 <= steps < 100:
+            _fail("Muon", where, "ns_steps", steps, "an int in [0, 100)",
+                  "Pass ns_steps=5, say.")
+        coefficients = group.get("ns_coefficients", (3.4445, -4.775, 2.0315))
+        if not isinstance(coefficients, (tuple, list)) or len(coefficients) != 3 or not all(
+                _is_number(c) for c in coefficients):
+            _fail("Muon", where, "ns_coefficients", coefficients, "three numbers (a, b, c)",
+                  "Pass ns_coefficients=(3.4445, -4.775, 2.0315), say.")
+        mode = group.get("adjust_lr_fn")
+        if mode not in (None, "original", "match_rms_adamw"):
+            _fail("Muon", where, "adjust_lr_fn", mode, "None, 'original' or 'match_rms_adamw'",
+                  "torch.optim.Muon supports these two adjustments.")
 
     def _build_core(self, group: Mapping[str, Any]) -> _core.Optimizer:
         return _core.Muon(learning_rate=0.0)
 
     def _core_hyper(self, group: Mapping[str, Any]) -> dict[str, Any]:
-        return {"learning_rate": _lr_value(group["lr"]), "momentum": group["momentum"],
-                "weight_decay": group["weight_decay"], "nesterov": group["nesterov"],
-                "ns_steps": group["ns_steps"]}
+        return {"learning_rate": _lr_value(group["lr"]), **_muon_options(group)}
+
+
+def _muon_options(group: Mapping[str, Any]) -> dict[str, Any]:
+    """torch.optim.Muon's group as anyoptim.Muon's options."""
+    return {"momentum": group["momentum"], "weight_decay": group["weight_decay"],
+            "nesterov": group["nesterov"], "ns_steps": group["ns_steps"],
+            "adjust_lr": group["adjust_lr_fn"] or "original",
+            "ns_coefficients": [list(group["ns_coefficients"])], "eps": group["eps"],
+            "normalize": "clamp", "decoupled_weight_decay": True, "ns_dtype": "bfloat16"}
 
 
 class Adafactor(_PerTensor):
@@ -2107,9 +2154,7 @@ def _anyoptim_kwargs(cls_name: str, h: Mapping[str, Any]) -> dict[str, Any]:
         return {"learning_rate": lr, "betas": list(h["betas"]),
                 "weight_decay": h["weight_decay"]}
     if cls_name == "Muon":
-        return {"learning_rate": lr, "momentum": h["momentum"],
-                "weight_decay": h["weight_decay"], "nesterov": h["nesterov"],
-                "ns_steps": h["ns_steps"]}
+        return {"learning_rate": lr, **_muon_options(h)}
     if cls_name == "Adafactor":
         return {"learning_rate": lr, "eps": tuple(h["eps"]),
                 "clip_threshold": h["clip_threshold"], "decay_rate": h["decay_rate"],
