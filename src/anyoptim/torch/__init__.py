@@ -26,25 +26,13 @@ multi-tensor kernels on other devices, plain tensor code under ``torch.compile``
 This module imports torch; ``import anyoptim`` never imports it.
 """
 
-from ._core import (
-    SGD,
-    AdaDelta,
-    Adadelta,
-    Adafactor,
-    Adagrad,
-    Adam,
-    Adamax,
-    AdamW,
-    Lion,
-    Muon,
-    Optimizer,
-    RMSprop,
-    from_anyoptim,
-    load,
-    save,
-    to_anyoptim,
-)
+from ._adam import Adam, AdamW
+from ._adaptive import AdaDelta, Adadelta, Adagrad, Adamax, Lion
+from ._classic import SGD, RMSprop
+from ._convert import from_anyoptim, load, save, to_anyoptim
+from ._matrix import Adafactor, Muon
 from ._more import ADOPT, Adan, AdEMAMix, SignSGD
+from ._wrap import Optimizer
 
 __all__ = [
     "ADOPT",

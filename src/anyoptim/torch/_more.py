@@ -14,7 +14,8 @@ from torch import Tensor
 
 from .. import optimizers as _core
 from .._backend._rules import Elementwise, Hyper
-from ._core import _check_bool, _check_number, _Elementwise, _fail
+from ._common import _check_bool, _check_number, _fail
+from ._frontend import _Elementwise
 
 __all__ = ["ADOPT", "AdEMAMix", "Adan", "SignSGD"]
 

@@ -18,7 +18,9 @@ from torch import Tensor
 
 from .._backend._rules import Elementwise, Hyper
 from ..optimizers import _nadam, _radam
-from ._core import _check_bool, _Elementwise, _step_dtype, _torch_options
+from ._adam import _torch_options
+from ._common import _check_bool, _step_dtype
+from ._frontend import _Elementwise
 
 __all__ = ["NAdam", "RAdam"]
 

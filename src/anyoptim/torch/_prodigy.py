@@ -18,7 +18,8 @@ from torch import Tensor
 
 from .._backend._rules import Elementwise, Hyper
 from ..optimizers import _prodigy as _pd
-from ._core import _XP, Closure, _check_betas, _check_bool, _check_number, _Elementwise, _fail
+from ._common import _XP, Closure, _check_betas, _check_bool, _check_number, _fail
+from ._frontend import _Elementwise
 
 __all__ = ["Prodigy"]
 

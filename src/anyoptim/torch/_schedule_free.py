@@ -18,7 +18,8 @@ from torch import Tensor
 
 from .._backend._rules import Elementwise, Hyper
 from ..optimizers import _schedule_free as _sf
-from ._core import Closure, _check_betas, _check_number, _Elementwise, _fail
+from ._common import Closure, _check_betas, _check_number, _fail
+from ._frontend import _Elementwise
 
 __all__ = ["AdamWScheduleFree", "RAdamScheduleFree", "SGDScheduleFree"]
 
