@@ -220,6 +220,11 @@ CONFIGS: dict[str, list[tuple[str, Callable[[], optim.Optimizer], bool]]] = {
             True,
         ),
     ],
+    "AdaBelief": [
+        ("default", lambda: optim.AdaBelief(0.01), False),
+        ("wd-nesterov", lambda: optim.AdaBelief(0.01, weight_decay=0.1, nesterov=True, eps=1e-8), False),
+        ("cosine-coupled-ams", lambda: optim.AdaBelief(optim.cosine_decay(0.01, 20), weight_decay=0.1, decouple=False, ams_bound=True), True),
+    ],
 }
 NAMES = list(CONFIGS)
 

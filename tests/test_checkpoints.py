@@ -46,6 +46,7 @@ OPTIMIZERS = {
     "Signum": lambda: optim.Signum(SCHEDULE, momentum=0.8),
     "LAMB": lambda: optim.LAMB(SCHEDULE, weight_decay=0.01),
     "LARS": lambda: optim.LARS(SCHEDULE, weight_decay=0.01, nesterov=True),
+    "AdaBelief": lambda: optim.AdaBelief(SCHEDULE, weight_decay=0.01, ams_bound=True),
 }
 
 

@@ -111,3 +111,8 @@ from .optimizers._schedule_free import (  # noqa: E402, RUF100
 )
 
 __all__ += ["ScheduleFreeAdamW", "ScheduleFreeRAdam", "ScheduleFreeSGD"]
+
+# the AdaBelief family
+from .optimizers._adabelief import AdaBelief  # noqa: E402, RUF100
+
+__all__ += ["AdaBelief"]

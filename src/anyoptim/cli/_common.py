@@ -117,6 +117,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         OptimizerInfo("Signum", 1e-3),
         OptimizerInfo("LAMB", 1e-2),
         OptimizerInfo("LARS", 1.0),
+        OptimizerInfo("AdaBelief", 1e-3),
     )
 }
 

@@ -89,3 +89,8 @@ from ._schedule_free import (
 )
 
 __all__ += ["schedule_free_adamw", "schedule_free_eval_params", "schedule_free_sgd"]
+
+# the AdaBelief family
+from ._belief import adabelief  # noqa: E402, RUF100
+
+__all__ += ["adabelief"]

@@ -43,3 +43,8 @@ __all__ = [
     "SimplifiedAdEMAMix",
     "clip_grad_norm",
 ]
+
+# the AdaBelief family (AdaBelief, LaProp, Adam-atan2, StableAdamW)
+from ._adabelief import AdaBelief
+
+__all__ += ["AdaBelief"]

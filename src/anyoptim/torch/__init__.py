@@ -72,3 +72,8 @@ __all__ = [
 from ._schedule_free import AdamWScheduleFree, RAdamScheduleFree, SGDScheduleFree  # noqa: E402, RUF100
 
 __all__ += ["AdamWScheduleFree", "RAdamScheduleFree", "SGDScheduleFree"]
+
+# the AdaBelief family (pytorch_optimizer's and adam_atan2_pytorch's names)
+from ._belief import AdaBelief  # noqa: E402, RUF100
+
+__all__ += ["AdaBelief"]

@@ -1,0 +1,57 @@
+"""optax-named factories for AdaBelief, LaProp, Adam-atan2 and StableAdamW.
+
+Each maps optax's arguments (``optax.adabelief``'s where optax has the optimizer, optax-style
+ones otherwise) onto the anyoptim optimizer that holds the maths and runs it through
+:func:`from_optimizer`: there is no second copy of the update here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optax
+
+from ..optimizers._adabelief import AdaBelief
+from ._more import _run
+
+__all__ = ["adabelief"]
+
+
+def adabelief(
+    learning_rate: Any,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-16,
+    eps_root: float = 1e-16,
+    *,
+    nesterov: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+    r"""AdaBelief with ``optax.adabelief``'s signature, defaults and maths.
+
+    :class:`anyoptim.AdaBelief` (its default form is optax's), run by :func:`from_optimizer`:
+    :math:`s \leftarrow \beta_2 s + (1 - \beta_2)(g - m)^2 + \epsilon_{root}` and the update
+    :math:`-\eta\, \hat m / (\sqrt{\hat s} + \epsilon)`, bias-corrected.
+
+    Args:
+        learning_rate: a number or an optax schedule of the update count.
+        b1: decay of the first moment, in [0, 1).
+        b2: decay of the second moment, in [0, 1).
+        eps: added to the denominator.
+        eps_root: added to the second moment at every step.
+        nesterov: use Nesterov momentum.
+
+    Returns:
+        An ``optax.GradientTransformationExtraArgs`` (``params`` are not needed); its state is
+        anyoptim's state dict (see :func:`from_optimizer`).
+
+    Example:
+        >>> import jax.numpy as jnp, optax, anyoptim.optax
+        >>> tx = anyoptim.optax.adabelief(0.1)
+        >>> params = {"w": jnp.zeros(2)}
+        >>> state = tx.init(params)
+        >>> updates, state = tx.update({"w": jnp.array([1.0, -2.0])}, state)
+        >>> optax.apply_updates(params, updates)["w"]
+        Array([-0.11111113,  0.11111113], dtype=float32)
+    """
+    return _run("adabelief", AdaBelief(learning_rate, betas=(b1, b2), eps=eps,
+                                       eps_root=eps_root, nesterov=nesterov), True)
