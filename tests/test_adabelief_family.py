@@ -349,6 +349,152 @@ def test_adabelief_jit_pure_step(kwargs: dict, rtol: float) -> None:
     np.testing.assert_allclose(np.asarray(p["w"]), rp["w"], rtol=rtol)
 
 
+# ============================================================================= LaProp
+LAPROP_CORE_TORCH = {
+    "default": ({}, {}),
+    "decoupled-wd": ({"weight_decay": 0.1}, {"weight_decay": 0.1}),
+    "fixed-decay": ({"weight_decay": 0.01, "fixed_decay": True},
+                    {"weight_decay": 0.01, "fixed_decay": True}),
+    "centered": ({"centered": True}, {"centered": True}),
+    "centered-ams": ({"centered": True, "ams_bound": True, "steps_before_using_centered": 3},
+                     {"centered": True, "ams_bound": True}),
+    "ams-bound": ({"ams_bound": True}, {"ams_bound": True}),
+    "betas-eps": ({"betas": (0.8, 0.99), "eps": 1e-6}, {"betas": (0.8, 0.99), "eps": 1e-6}),
+}
+
+
+def _laprop_ref(po: Any, ps: list[Any], lr: float, kw: dict[str, Any]) -> Any:
+    """pytorch_optimizer.LaProp on its per-parameter path (its default batched path keeps
+    the step sizes in float32, see test_laprop_torch_vs_pytorch_optimizer_batched)."""
+    kw = dict(kw)
+    after = kw.pop("steps_before_using_centered", None)
+    opt = po.LaProp(ps, lr=lr, foreach=False, **kw)
+    if after is not None:
+        opt.steps_before_using_centered = after
+    return opt
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", list(LAPROP_CORE_TORCH))
+def test_laprop_core_vs_pytorch_optimizer(case: str, dtype: str) -> None:
+    po = pytest.importorskip("pytorch_optimizer")
+    ours, ref = LAPROP_CORE_TORCH[case]
+    if "steps_before_using_centered" in ours:
+        ref = {**ref, "steps_before_using_centered": ours["steps_before_using_centered"]}
+    core_vs_torch(lambda: optim.LaProp(LR, **ours), lambda ps: _laprop_ref(po, ps, LR, ref),
+                  dtype, f"LaProp core/{case}/{dtype} vs pytorch_optimizer.LaProp")
+
+
+LAPROP_TORCH = {
+    "default": {},
+    "coupled-wd": {"weight_decay": 0.1, "weight_decouple": False},
+    "decoupled-wd": {"weight_decay": 0.1},
+    "fixed-decay": {"weight_decay": 0.01, "fixed_decay": True},
+    "centered": {"centered": True, "steps_before_using_centered": 4},
+    "ams-bound": {"ams_bound": True},
+    "maximize-eps": {"maximize": True, "eps": 1e-8, "betas": (0.8, 0.99)},
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("schedule", [False, True])
+@pytest.mark.parametrize("case", list(LAPROP_TORCH))
+def test_laprop_torch_vs_pytorch_optimizer(case: str, schedule: bool, dtype: str) -> None:
+    po = pytest.importorskip("pytorch_optimizer")
+    import anyoptim.torch as at
+
+    kw = LAPROP_TORCH[case]
+    torch_pair(lambda ps: at.LaProp(ps, lr=0.01, **kw),
+               lambda ps: _laprop_ref(po, ps, 0.01, kw), dtype,
+               f"LaProp torch/{case}/schedule={schedule}/{dtype} vs pytorch_optimizer.LaProp",
+               lr_lambda=(lambda t: 1.0 / (1 + 0.1 * t)) if schedule else None)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_laprop_torch_vs_pytorch_optimizer_batched(dtype: str) -> None:
+    """pytorch_optimizer's default (batched) path rounds the step size 1 / (1 - b1^t) to
+    float32 also for float64 parameters: float64 agrees to about 1e-9 there, not 1e-12."""
+    po = pytest.importorskip("pytorch_optimizer")
+    import anyoptim.torch as at
+
+    torch_pair(lambda ps: at.LaProp(ps, lr=0.01, weight_decay=0.1),
+               lambda ps: po.LaProp(ps, lr=0.01, weight_decay=0.1), dtype,
+               f"LaProp torch/batched/{dtype} vs pytorch_optimizer.LaProp",
+               tol=1e-8 if dtype == "float64" else None)
+
+
+def test_laprop_optax_vs_pytorch_optimizer() -> None:
+    """anyoptim.optax.laprop (jitted, on JAX arrays) vs pytorch_optimizer.LaProp."""
+    jax = pytest.importorskip("jax")
+    optax = pytest.importorskip("optax")
+    torch = pytest.importorskip("torch")
+    po = pytest.importorskip("pytorch_optimizer")
+    import jax.numpy as jnp
+
+    import anyoptim.optax as ao
+
+    for dtype in ("float64", "float32"):
+        with jax.enable_x64(dtype == "float64"):
+            tx = ao.laprop(LR, b2=0.99, weight_decay=0.1, centered=True)
+            p0, grads = _problem(5, dtype)
+            pa = _tree([jnp.asarray(p) for p in p0])
+            sa = tx.init(pa)
+            update = jax.jit(tx.update)
+            b = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in p0]
+            ob = _laprop_ref(po, b, LR, {"betas": (0.9, 0.99), "weight_decay": 0.1,
+                                         "centered": True})
+            worst = 0.0
+            for gs in grads:
+                ua, sa = update(_tree([jnp.asarray(g) for g in gs]), sa, pa)
+                pa = optax.apply_updates(pa, ua)
+                for y, g in zip(b, gs):
+                    y.grad = torch.from_numpy(g.copy())
+                ob.step()
+                for x, y in zip(_leaves(pa), b):
+                    worst = max(worst, _rel(np.asarray(x), y.detach().numpy()))
+        _check(f"LaProp optax/{dtype} vs pytorch_optimizer.LaProp", worst, dtype)
+
+
+def test_laprop_torch_state_dict_round_trip() -> None:
+    pytest.importorskip("torch")
+    import anyoptim.torch as at
+
+    state_dict_round_trip(lambda ps: at.LaProp(ps, lr=0.01, weight_decay=0.1, centered=True,
+                                               ams_bound=True, steps_before_using_centered=2))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"betas": (0.9, 1.0)}, "LaProp: beta2"),
+    ({"eps": -1.0}, "LaProp: eps should be >= 0, -1.0"),
+    ({"weight_decay": -0.1}, "weight_decay"),
+    ({"centered": 1}, "centered"),
+    ({"steps_before_using_centered": -1}, "steps_before_using_centered"),
+])
+def test_laprop_rejects_bad_hyperparameters(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        optim.LaProp(0.1, **kwargs)
+
+
+def test_laprop_drop_in_rejects_bad_values() -> None:
+    pytest.importorskip("torch")
+    import torch
+
+    import anyoptim.torch as at
+
+    w = torch.nn.Parameter(torch.zeros(2))
+    for kwargs, match in (({"lr": -1.0}, "lr=-1.0 is invalid"),
+                          ({"ams_bound": "no"}, "ams_bound"),
+                          ({"cautious": True}, "cautious")):
+        with pytest.raises(ValueError, match=match):
+            at.LaProp([w], **kwargs)
+    opt = at.LaProp([w], lr=0.1)
+    w.grad = torch.ones(2)
+    opt.param_groups[0]["weight_decay"] = -1.0
+    with pytest.raises(ValueError, match="weight_decay"):
+        opt.step()
+    assert torch.equal(w.detach(), torch.zeros(2)) and not opt.state[w]
+
+
 # ============================================================================= report
 def test_zz_report_largest_errors() -> None:
     """Print the largest errors (run with -s); always passes."""

@@ -225,6 +225,11 @@ CONFIGS: dict[str, list[tuple[str, Callable[[], optim.Optimizer], bool]]] = {
         ("wd-nesterov", lambda: optim.AdaBelief(0.01, weight_decay=0.1, nesterov=True, eps=1e-8), False),
         ("cosine-coupled-ams", lambda: optim.AdaBelief(optim.cosine_decay(0.01, 20), weight_decay=0.1, decouple=False, ams_bound=True), True),
     ],
+    "LaProp": [
+        ("default", lambda: optim.LaProp(0.01), False),
+        ("wd-centered", lambda: optim.LaProp(0.01, weight_decay=0.1, centered=True, steps_before_using_centered=1), False),
+        ("cosine-coupled-ams", lambda: optim.LaProp(optim.cosine_decay(0.01, 20), weight_decay=0.1, decouple=False, ams_bound=True), True),
+    ],
 }
 NAMES = list(CONFIGS)
 

@@ -47,6 +47,7 @@ OPTIMIZERS = {
     "LAMB": lambda: optim.LAMB(SCHEDULE, weight_decay=0.01),
     "LARS": lambda: optim.LARS(SCHEDULE, weight_decay=0.01, nesterov=True),
     "AdaBelief": lambda: optim.AdaBelief(SCHEDULE, weight_decay=0.01, ams_bound=True),
+    "LaProp": lambda: optim.LaProp(SCHEDULE, weight_decay=0.01, centered=True, ams_bound=True),
 }
 
 

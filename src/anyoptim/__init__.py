@@ -114,5 +114,6 @@ __all__ += ["ScheduleFreeAdamW", "ScheduleFreeRAdam", "ScheduleFreeSGD"]
 
 # the AdaBelief family
 from .optimizers._adabelief import AdaBelief  # noqa: E402, RUF100
+from .optimizers._laprop import LaProp  # noqa: E402, RUF100
 
-__all__ += ["AdaBelief"]
+__all__ += ["AdaBelief", "LaProp"]

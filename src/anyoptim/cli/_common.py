@@ -118,6 +118,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         OptimizerInfo("LAMB", 1e-2),
         OptimizerInfo("LARS", 1.0),
         OptimizerInfo("AdaBelief", 1e-3),
+        OptimizerInfo("LaProp", 1e-3),
     )
 }
 

@@ -91,6 +91,6 @@ from ._schedule_free import (
 __all__ += ["schedule_free_adamw", "schedule_free_eval_params", "schedule_free_sgd"]
 
 # the AdaBelief family
-from ._belief import adabelief  # noqa: E402, RUF100
+from ._belief import adabelief, laprop  # noqa: E402, RUF100
 
-__all__ += ["adabelief"]
+__all__ += ["adabelief", "laprop"]

@@ -12,9 +12,10 @@ from typing import Any
 import optax
 
 from ..optimizers._adabelief import AdaBelief
-from ._more import _run
+from ..optimizers._laprop import LaProp
+from ._more import _no_decay, _run
 
-__all__ = ["adabelief"]
+__all__ = ["adabelief", "laprop"]
 
 
 def adabelief(
@@ -55,3 +56,47 @@ def adabelief(
     """
     return _run("adabelief", AdaBelief(learning_rate, betas=(b1, b2), eps=eps,
                                        eps_root=eps_root, nesterov=nesterov), True)
+
+
+def laprop(
+    learning_rate: Any,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-15,
+    eps_root: float = 1e-15,
+    weight_decay: float = 0.0,
+    *,
+    centered: bool = False,
+    steps_before_using_centered: int = 10,
+) -> optax.GradientTransformationExtraArgs:
+    r"""LaProp, optax-style (optax has none): :class:`anyoptim.LaProp`'s maths.
+
+    :math:`v \leftarrow \beta_2 v + (1 - \beta_2) g^2`, then the momentum of the normalised,
+    learning-rate-scaled gradient, bias-corrected, with decoupled weight decay after the step
+    (``pytorch_optimizer.LaProp``'s maths for a learning rate that does not change).
+
+    Args:
+        learning_rate: a number or an optax schedule of the update count.
+        b1: decay of the momentum, in [0, 1).
+        b2: decay of the second moment, in [0, 1).
+        eps: added to the root of the second moment.
+        eps_root: added under the root.
+        weight_decay: decoupled weight decay (then ``update`` needs ``params``).
+        centered: subtract the squared running mean of the gradient.
+        steps_before_using_centered: steps before centering starts.
+
+    Returns:
+        An ``optax.GradientTransformationExtraArgs``; its state is anyoptim's state dict.
+
+    Example:
+        >>> import jax.numpy as jnp, optax, anyoptim.optax
+        >>> tx = anyoptim.optax.laprop(0.1)
+        >>> params = {"w": jnp.zeros(2)}
+        >>> updates, state = tx.update({"w": jnp.array([1.0, -2.0])}, tx.init(params))
+        >>> optax.apply_updates(params, updates)["w"]
+        Array([-0.10000001,  0.10000001], dtype=float32)
+    """
+    opt = LaProp(learning_rate, betas=(b1, b2), eps=eps, eps_root=eps_root,
+                 weight_decay=weight_decay, centered=centered,
+                 steps_before_using_centered=steps_before_using_centered)
+    return _run("laprop", opt, _no_decay(weight_decay))

@@ -46,5 +46,6 @@ __all__ = [
 
 # the AdaBelief family (AdaBelief, LaProp, Adam-atan2, StableAdamW)
 from ._adabelief import AdaBelief
+from ._laprop import LaProp
 
-__all__ += ["AdaBelief"]
+__all__ += ["AdaBelief", "LaProp"]

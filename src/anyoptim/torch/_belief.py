@@ -11,14 +11,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from .._backend._rules import Elementwise, Hyper
-from ..optimizers import _adabelief
-from ._core import _check_bool, _check_number, _Elementwise
+from ..optimizers import _adabelief, _laprop
+from ._core import _check_bool, _check_number, _Elementwise, _fail
 from ._more import _adapted, _no_extras
 
-__all__ = ["AdaBelief"]
+__all__ = ["AdaBelief", "LaProp"]
 
 
 # ----------------------------------------------------------------------------- AdaBelief
@@ -116,3 +117,118 @@ class AdaBelief(_Elementwise):
     def _rule(self, h: Hyper) -> Elementwise:
         return _ADABELIEF_AMS if h["ams_bound"] else _ADABELIEF
 
+
+
+# ----------------------------------------------------------------------------- LaProp
+def _laprop_core(h: Hyper) -> dict[str, Any]:
+    return {"learning_rate": h["lr"], "betas": h["betas"], "eps": h["eps"], "eps_root": 1e-15,
+            "weight_decay": h["weight_decay"], "decouple": h["weight_decouple"],
+            "_late_l2": True, "fixed_decay": h["fixed_decay"], "centered": h["centered"],
+            "steps_before_using_centered": h["_centered_after"],
+            "_lr_average": h["_extra"][0] if h.get("_extra") else None,
+            "maximize": h["maximize"]}
+
+
+_LAPROP_NAMES = {"m": "exp_avg", "v": "exp_avg_sq", "mean": "exp_mean_avg_beta2",
+                 "v_max": "max_exp_avg_sq"}
+_LAPROP = {key: _adapted(rule, tuple(_LAPROP_NAMES[n] for n in rule.state), _laprop_core)
+           for key, rule in _laprop.RULES.items()}
+
+
+class LaProp(_Elementwise):
+    r"""LaProp with ``pytorch_optimizer.LaProp``'s keywords, defaults and maths.
+
+    See :class:`anyoptim.LaProp`. As in pytorch_optimizer, the first moment's bias
+    correction is a running average of the learning rate (``exp_avg_lr_1``, one per
+    parameter), so a changing ``lr`` (an LR scheduler) gives the same numbers; decoupled
+    decay comes after the step; ``weight_decouple=False`` adds :math:`\lambda p` to the
+    gradient only after the step has used it, so (as there) it does not change the
+    parameters.
+
+    Args:
+        params: tensors, ``(name, tensor)`` pairs or parameter-group dicts.
+        lr: learning rate :math:`\eta`. Default ``4e-4``.
+        betas: :math:`(eta_1, eta_2)`. Default ``(0.9, 0.999)``.
+        centered: subtract the squared running mean of the gradient. Default ``False``.
+        steps_before_using_centered: steps before centering starts. Default ``10``.
+        weight_decay: :math:`\lambda`. Default ``0``.
+        weight_decouple: decoupled (AdamW-style) decay. Default ``True``.
+        fixed_decay: decoupled decay not scaled by the lr. Default ``False``.
+        ams_bound: the running maximum of the second moment. Default ``False``.
+        eps: :math:`\epsilon`. Default ``1e-15``.
+        maximize: maximise the objective. Default ``False``.
+        foreach: accepted for compatibility; anyoptim picks its executor itself.
+
+    State per parameter: ``step``, ``exp_avg``, ``exp_avg_sq``, ``exp_avg_lr_1``,
+    ``exp_avg_lr_2`` (and ``exp_mean_avg_beta2`` with ``centered``, ``max_exp_avg_sq`` with
+    ``ams_bound``).
+
+    Example:
+        >>> import torch, anyoptim.torch
+        >>> w = torch.nn.Parameter(torch.zeros(2))
+        >>> opt = anyoptim.torch.LaProp([w], lr=0.1)
+        >>> w.grad = torch.tensor([1.0, -2.0])
+        >>> opt.step()
+        >>> w.detach()
+        tensor([-0.1000,  0.1000])
+    """
+
+    _checked = ("lr", "betas", "eps", "weight_decay", "maximize")
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | Tensor = 4e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        centered: bool = False,
+        steps_before_using_centered: int = 10,
+        weight_decay: float = 0.0,
+        weight_decouple: bool = True,
+        fixed_decay: bool = False,
+        ams_bound: bool = False,
+        eps: float = 1e-15,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        _no_extras("LaProp", kwargs)
+        if not isinstance(steps_before_using_centered, int) or steps_before_using_centered < 0:
+            _fail("LaProp", "", "steps_before_using_centered", steps_before_using_centered,
+                  "an int >= 0", "Pass steps_before_using_centered=10, say.")
+        self.steps_before_using_centered = steps_before_using_centered
+        defaults = {"lr": lr, "betas": betas, "centered": centered,
+                    "weight_decay": weight_decay, "foreach": foreach,
+                    "weight_decouple": weight_decouple, "fixed_decay": fixed_decay,
+                    "ams_bound": ams_bound, "eps": eps, "maximize": maximize}
+        super().__init__(params, defaults)
+
+    def _validate(self, group: Mapping[str, Any], where: str) -> None:
+        super()._validate(group, where)
+        for key in ("weight_decouple", "fixed_decay", "centered", "ams_bound"):
+            if key in group:
+                _check_bool("LaProp", where, key, group[key])
+
+    def _hyper(self, group: Mapping[str, Any]) -> dict[str, Any]:
+        h = super()._hyper(group)
+        h["_centered_after"] = self.steps_before_using_centered
+        return h
+
+    def _init_state(self, p: Tensor, state: dict[str, Any], h: Hyper) -> None:
+        super()._init_state(p, state, h)
+        state["exp_avg_lr_1"] = 0.0
+        state["exp_avg_lr_2"] = 0.0
+
+    def _bucket(self, state: Mapping[str, Any], h: Hyper) -> tuple[Any, ...]:
+        # the running averages of the learning rate advance here, once per step (every
+        # hyperparameter has been checked by then, so the step cannot fail afterwards)
+        b1, b2 = h["betas"]
+        lr = h["lr"]
+        if isinstance(lr, torch.Tensor):
+            lr = lr.item()
+        st: Any = state
+        st["exp_avg_lr_1"] = st["exp_avg_lr_1"] * b1 + (1.0 - b1) * lr
+        st["exp_avg_lr_2"] = st["exp_avg_lr_2"] * b2 + (1.0 - b2)
+        return (st["exp_avg_lr_1"],)
+
+    def _rule(self, h: Hyper) -> Elementwise:
+        return _LAPROP[bool(h["centered"]), bool(h["ams_bound"])]
