@@ -495,6 +495,241 @@ def test_laprop_drop_in_rejects_bad_values() -> None:
     assert torch.equal(w.detach(), torch.zeros(2)) and not opt.state[w]
 
 
+# ============================================================================= Adam-atan2
+ATAN2_TORCH = {
+    "default": {},
+    "wd": {"weight_decay": 0.1},
+    "decoupled-wd": {"weight_decay": 1e-4, "decoupled_wd": True},
+    "cautious-wd": {"weight_decay": 0.1, "cautious_wd": True},
+    "a-b-betas": {"a": 2.0, "b": 0.5, "betas": (0.3, 0.6)},  # lerp's other formula too
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("schedule", [False, True])
+@pytest.mark.parametrize("case", list(ATAN2_TORCH))
+def test_adam_atan2_torch_vs_adam_atan2_pytorch(case: str, schedule: bool, dtype: str) -> None:
+    ref = pytest.importorskip("adam_atan2_pytorch")
+    import anyoptim.torch as at
+
+    kw = ATAN2_TORCH[case]
+    torch_pair(lambda ps: at.AdamAtan2(ps, lr=0.01, **kw),
+               lambda ps: ref.AdamAtan2(ps, lr=0.01, **kw), dtype,
+               f"AdamAtan2 torch/{case}/schedule={schedule}/{dtype} vs adam_atan2_pytorch",
+               lr_lambda=(lambda t: 1.0 / (1 + 0.1 * t)) if schedule else None,
+               tol=_atan2_tol(case, dtype))
+
+
+def _atan2_tol(case: str, dtype: str) -> float | None:
+    """adam_atan2_pytorch builds the cautious decay factor 1 - lr wd mask from a float32 mask
+    (``.float()``), so in float64 its factor is rounded to float32 at every step (about 3e-8
+    relative per step); anyoptim keeps it in float64."""
+    return 1e-5 if case == "cautious-wd" and dtype == "float64" else None
+
+
+ATAN2_CORE = {
+    "default": {},
+    "wd": {"weight_decay": 0.1},
+    "cautious-wd": {"weight_decay": 0.1, "cautious_wd": True},
+    "a-b-betas": {"a": 2.0, "b": 0.5, "betas": (0.3, 0.6)},
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", list(ATAN2_CORE))
+def test_adam_atan2_core_vs_adam_atan2_pytorch(case: str, dtype: str) -> None:
+    ref = pytest.importorskip("adam_atan2_pytorch")
+    kw = ATAN2_CORE[case]
+    core_vs_torch(lambda: optim.AdamAtan2(LR, **kw), lambda ps: ref.AdamAtan2(ps, lr=LR, **kw),
+                  dtype, f"AdamAtan2 core/{case}/{dtype} vs adam_atan2_pytorch",
+                  tol=_atan2_tol(case, dtype))
+
+
+def test_adam_atan2_cautious_wd_float64_mask(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With its mask kept in float64, adam_atan2_pytorch's cautious decay agrees to 1e-12."""
+    torch = pytest.importorskip("torch")
+    ref = pytest.importorskip("adam_atan2_pytorch")
+    monkeypatch.setattr(torch.Tensor, "float", lambda self: self.double())
+    kw = {"weight_decay": 0.1, "cautious_wd": True}
+    core_vs_torch(lambda: optim.AdamAtan2(LR, **kw), lambda ps: ref.AdamAtan2(ps, lr=LR, **kw),
+                  "float64", "AdamAtan2 core/cautious-wd/float64 vs adam_atan2_pytorch "
+                  "(float64 mask)")
+
+
+def test_adam_atan2_optax_vs_adam_atan2_pytorch() -> None:
+    """anyoptim.optax.adam_atan2 (jitted, on JAX arrays) vs adam_atan2_pytorch.AdamAtan2."""
+    jax = pytest.importorskip("jax")
+    optax = pytest.importorskip("optax")
+    torch = pytest.importorskip("torch")
+    ref = pytest.importorskip("adam_atan2_pytorch")
+    import jax.numpy as jnp
+
+    import anyoptim.optax as ao
+
+    for dtype in ("float64", "float32"):
+        with jax.enable_x64(dtype == "float64"):
+            tx = ao.adam_atan2(LR, b2=0.999, weight_decay=0.1)
+            p0, grads = _problem(6, dtype)
+            pa = _tree([jnp.asarray(p) for p in p0])
+            sa = tx.init(pa)
+            update = jax.jit(tx.update)
+            b = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in p0]
+            ob = ref.AdamAtan2(b, lr=LR, betas=(0.9, 0.999), weight_decay=0.1)
+            worst = 0.0
+            for gs in grads:
+                ua, sa = update(_tree([jnp.asarray(g) for g in gs]), sa, pa)
+                pa = optax.apply_updates(pa, ua)
+                for y, g in zip(b, gs):
+                    y.grad = torch.from_numpy(g.copy())
+                ob.step()
+                for x, y in zip(_leaves(pa), b):
+                    worst = max(worst, _rel(np.asarray(x), y.detach().numpy()))
+        _check(f"AdamAtan2 optax/{dtype} vs adam_atan2_pytorch", worst, dtype)
+
+
+def test_adam_atan2_torch_state_dict_round_trip() -> None:
+    pytest.importorskip("torch")
+    import anyoptim.torch as at
+
+    state_dict_round_trip(lambda ps: at.AdamAtan2(ps, lr=0.01, weight_decay=0.1,
+                                                  cautious_wd=True))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"betas": (0.9, 1.0)}, "AdamAtan2: beta2"),
+    ({"a": 0.0}, "AdamAtan2: a should be > 0, 0.0"),
+    ({"b": -1.0}, "AdamAtan2: b should be > 0"),
+    ({"weight_decay": -0.1}, "weight_decay"),
+    ({"cautious_wd": 1}, "cautious_wd"),
+])
+def test_adam_atan2_rejects_bad_hyperparameters(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        optim.AdamAtan2(0.1, **kwargs)
+
+
+def test_adam_atan2_drop_in_rejects_bad_values() -> None:
+    pytest.importorskip("torch")
+    import torch
+
+    import anyoptim.torch as at
+
+    w = torch.nn.Parameter(torch.zeros(2))
+    for kwargs, match in (({"lr": 0.0}, "lr=0.0 is invalid"),
+                          ({"regen_reg_rate": 0.1}, "regen_reg_rate"),
+                          ({"cautious_factor": 0.5}, "cautious_factor"),
+                          ({"betas": (0.9, 1.5)}, r"betas\[1\]")):
+        with pytest.raises(ValueError, match=match):
+            at.AdamAtan2([w], **kwargs)
+    opt = at.AdamAtan2([w], lr=0.1)
+    w.grad = torch.ones(2)
+    opt.param_groups[0]["a"] = -1.0
+    with pytest.raises(ValueError, match=r"a=-1\.0"):
+        opt.step()
+    assert torch.equal(w.detach(), torch.zeros(2)) and not opt.state[w]
+
+
+# ============================================================================= executors
+EXECUTOR_CASES = [
+    ("AdaBelief", {}),
+    ("AdaBelief", {"weight_decay": 0.1, "nesterov": True}),
+    ("AdaBelief", {"weight_decay": 0.1, "decouple": False, "rectify": True, "ams_bound": True}),
+    ("LaProp", {"weight_decay": 0.1}),
+    ("LaProp", {"centered": True, "steps_before_using_centered": 1, "ams_bound": True}),
+    ("AdamAtan2", {"weight_decay": 0.1}),
+    ("AdamAtan2", {"weight_decay": 0.1, "cautious_wd": True, "betas": (0.3, 0.6)}),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("name", "kwargs"), EXECUTOR_CASES, ids=str)
+def test_fused_numpy_equals_reference(name: str, kwargs: dict, dtype: type,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The numba kernels (in place and functional) give the reference path's bits."""
+    pytest.importorskip("numba")
+    from anyoptim import _backend
+    from anyoptim._backend import _numpy_fused
+
+    if not _backend.fused_numpy_available():
+        pytest.skip("fused NumPy path unavailable")
+    calls: list = []
+    for attr in ("kernel_for", "batched_kernel_for"):
+        original = getattr(_numpy_fused, attr)
+
+        def spy(*args: Any, original: Any = original, **kw: Any) -> Any:
+            calls.append(args[0])
+            return original(*args, **kw)
+
+        monkeypatch.setattr(_numpy_fused, attr, spy)
+    rng = np.random.default_rng(3)
+    shapes = [(7, 9), (5,), (), (0, 3), (_numpy_fused.PARALLEL_MIN_SIZE + 3,)]
+    params = {str(i): np.asarray(rng.standard_normal(sh)).astype(dtype)
+              for i, sh in enumerate(shapes)}
+    grads = [{k: np.asarray(rng.standard_normal(v.shape)).astype(dtype)
+              for k, v in params.items()} for _ in range(12)]
+
+    def make() -> optim.Optimizer:
+        return getattr(optim, name)(optim.cosine_decay(0.05, 16, 0.001), **kwargs)
+
+    in_place, functional = make(), make()
+    p_in = {k: v.copy() for k, v in params.items()}
+    p_fn = params
+    for g in grads:
+        in_place.update(p_in, g)
+        p_fn = functional.apply_gradients(g, p_fn)
+    assert calls, "the fused path was not taken"
+    monkeypatch.setattr(_backend, "fused_numpy_available", lambda: False)
+    ref = make()
+    p_ref = params
+    for g in grads:
+        p_ref = ref.apply_gradients(g, p_ref)
+    # numba's atan2 is the C library's, NumPy's its own: they may differ in the last bit, so
+    # Adam-atan2 agrees to rounding (everything else bit for bit)
+    rtol = (1e-13 if dtype == np.float64 else 1e-5) if name == "AdamAtan2" else 0.0
+    for k in params:
+        for ours, theirs in [(p_in[k], p_ref[k]), (p_fn[k], p_ref[k])] + [
+                (in_place.state[k][key], ref.state[k][key]) for key in ref.state[k]]:
+            assert ours.dtype == theirs.dtype
+            scale = float(np.max(np.abs(theirs))) if theirs.size else 0.0
+            np.testing.assert_allclose(ours, theirs, rtol=0, atol=rtol * scale)
+
+
+@pytest.mark.parametrize(("name", "kwargs"), EXECUTOR_CASES, ids=str)
+def test_torch_multi_tensor_executor_equals_reference(name: str, kwargs: dict,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The foreach executor (what CUDA tensors take; atan2 included) computes the reference
+    path's numbers."""
+    torch = pytest.importorskip("torch")
+    from anyoptim import _backend
+    from anyoptim._backend import _torch_foreach
+
+    monkeypatch.setattr(_backend, "fused_numpy_available", lambda: False)
+    calls: list = []
+    original = _torch_foreach.step
+    monkeypatch.setattr(_torch_foreach, "step", lambda *a: calls.append(1) or original(*a))
+    rng = np.random.default_rng(4)
+    shapes = [(7, 9), (5,), ()]
+    params = {str(i): torch.from_numpy(np.asarray(rng.standard_normal(sh), np.float32))
+              for i, sh in enumerate(shapes)}
+    grads = [{k: torch.from_numpy(np.asarray(rng.standard_normal(tuple(v.shape)), np.float32))
+              for k, v in params.items()} for _ in range(8)]
+
+    def run() -> tuple[dict, dict]:
+        opt = getattr(optim, name)(optim.cosine_decay(0.05, 16, 0.001), **kwargs)
+        p = {k: v.clone() for k, v in params.items()}
+        for g in grads:
+            opt.update(p, g)
+        return p, opt.state
+
+    multi_p, multi_s = run()
+    assert calls, "the multi-tensor executor was not used"
+    monkeypatch.setattr(_backend, "fused_enabled", lambda: False)
+    ref_p, ref_s = run()
+    for k in params:
+        assert torch.equal(multi_p[k], ref_p[k]), k
+        for key in ref_s[k]:
+            assert torch.equal(multi_s[k][key], ref_s[k][key]), (k, key)
+
+
 # ============================================================================= report
 def test_zz_report_largest_errors() -> None:
     """Print the largest errors (run with -s); always passes."""

@@ -230,6 +230,11 @@ CONFIGS: dict[str, list[tuple[str, Callable[[], optim.Optimizer], bool]]] = {
         ("wd-centered", lambda: optim.LaProp(0.01, weight_decay=0.1, centered=True, steps_before_using_centered=1), False),
         ("cosine-coupled-ams", lambda: optim.LaProp(optim.cosine_decay(0.01, 20), weight_decay=0.1, decouple=False, ams_bound=True), True),
     ],
+    "AdamAtan2": [
+        ("default", lambda: optim.AdamAtan2(0.01), False),
+        ("wd-a-b", lambda: optim.AdamAtan2(0.01, weight_decay=0.1, a=2.0, b=0.5, betas=(0.3, 0.6)), False),
+        ("cosine-cautious-wd", lambda: optim.AdamAtan2(optim.cosine_decay(0.01, 20), weight_decay=0.1, cautious_wd=True), True),
+    ],
 }
 NAMES = list(CONFIGS)
 

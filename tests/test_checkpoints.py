@@ -48,6 +48,7 @@ OPTIMIZERS = {
     "LARS": lambda: optim.LARS(SCHEDULE, weight_decay=0.01, nesterov=True),
     "AdaBelief": lambda: optim.AdaBelief(SCHEDULE, weight_decay=0.01, ams_bound=True),
     "LaProp": lambda: optim.LaProp(SCHEDULE, weight_decay=0.01, centered=True, ams_bound=True),
+    "AdamAtan2": lambda: optim.AdamAtan2(SCHEDULE, weight_decay=0.01, cautious_wd=True),
 }
 
 

@@ -114,6 +114,7 @@ __all__ += ["ScheduleFreeAdamW", "ScheduleFreeRAdam", "ScheduleFreeSGD"]
 
 # the AdaBelief family
 from .optimizers._adabelief import AdaBelief  # noqa: E402, RUF100
+from .optimizers._adam_atan2 import AdamAtan2  # noqa: E402, RUF100
 from .optimizers._laprop import LaProp  # noqa: E402, RUF100
 
-__all__ += ["AdaBelief", "LaProp"]
+__all__ += ["AdaBelief", "AdamAtan2", "LaProp"]

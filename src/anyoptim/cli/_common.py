@@ -119,6 +119,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         OptimizerInfo("LARS", 1.0),
         OptimizerInfo("AdaBelief", 1e-3),
         OptimizerInfo("LaProp", 1e-3),
+        OptimizerInfo("AdamAtan2", 1e-4),
     )
 }
 

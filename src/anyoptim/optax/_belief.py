@@ -12,10 +12,11 @@ from typing import Any
 import optax
 
 from ..optimizers._adabelief import AdaBelief
+from ..optimizers._adam_atan2 import AdamAtan2
 from ..optimizers._laprop import LaProp
 from ._more import _no_decay, _run
 
-__all__ = ["adabelief", "laprop"]
+__all__ = ["adabelief", "adam_atan2", "laprop"]
 
 
 def adabelief(
@@ -100,3 +101,39 @@ def laprop(
                  weight_decay=weight_decay, centered=centered,
                  steps_before_using_centered=steps_before_using_centered)
     return _run("laprop", opt, _no_decay(weight_decay))
+
+
+def adam_atan2(
+    learning_rate: Any,
+    b1: float = 0.9,
+    b2: float = 0.99,
+    a: float = 1.27,
+    b: float = 1.0,
+    weight_decay: float = 0.0,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Adam-atan2, optax-style (optax has none): :class:`anyoptim.AdamAtan2`'s maths.
+
+    The update :math:`-\eta\, a \operatorname{atan2}(\hat m, b \sqrt{\hat v})`, with
+    decoupled weight decay :math:`-\eta \lambda p`; no :math:`\epsilon`.
+
+    Args:
+        learning_rate: a number or an optax schedule of the update count.
+        b1: decay of the first moment, in [0, 1).
+        b2: decay of the second moment, in [0, 1).
+        a: scale of the update (> 0).
+        b: scale of the root of the second moment (> 0).
+        weight_decay: decoupled weight decay (then ``update`` needs ``params``).
+
+    Returns:
+        An ``optax.GradientTransformationExtraArgs``; its state is anyoptim's state dict.
+
+    Example:
+        >>> import jax.numpy as jnp, optax, anyoptim.optax
+        >>> tx = anyoptim.optax.adam_atan2(0.1)
+        >>> params = {"w": jnp.zeros(2)}
+        >>> updates, state = tx.update({"w": jnp.array([1.0, -2.0])}, tx.init(params))
+        >>> optax.apply_updates(params, updates)["w"]
+        Array([-0.09974558,  0.09974558], dtype=float32)
+    """
+    opt = AdamAtan2(learning_rate, betas=(b1, b2), weight_decay=weight_decay, a=a, b=b)
+    return _run("adam_atan2", opt, _no_decay(weight_decay))

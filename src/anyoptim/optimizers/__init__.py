@@ -46,6 +46,7 @@ __all__ = [
 
 # the AdaBelief family (AdaBelief, LaProp, Adam-atan2, StableAdamW)
 from ._adabelief import AdaBelief
+from ._adam_atan2 import AdamAtan2
 from ._laprop import LaProp
 
-__all__ += ["AdaBelief", "LaProp"]
+__all__ += ["AdaBelief", "AdamAtan2", "LaProp"]

@@ -15,11 +15,11 @@ import torch
 from torch import Tensor
 
 from .._backend._rules import Elementwise, Hyper
-from ..optimizers import _adabelief, _laprop
+from ..optimizers import _adabelief, _adam_atan2, _laprop
 from ._core import _check_bool, _check_number, _Elementwise, _fail
 from ._more import _adapted, _no_extras
 
-__all__ = ["AdaBelief", "LaProp"]
+__all__ = ["AdaBelief", "AdamAtan2", "LaProp"]
 
 
 # ----------------------------------------------------------------------------- AdaBelief
@@ -232,3 +232,93 @@ class LaProp(_Elementwise):
 
     def _rule(self, h: Hyper) -> Elementwise:
         return _LAPROP[bool(h["centered"]), bool(h["ams_bound"])]
+
+
+# ----------------------------------------------------------------------------- AdamAtan2
+def _atan2_core(h: Hyper) -> dict[str, Any]:
+    return {"learning_rate": h["lr"], "betas": h["betas"], "weight_decay": h["weight_decay"],
+            "a": h["a"], "b": h["b"], "cautious_wd": h["cautious_wd"]}
+
+
+_ATAN2 = _adapted(_adam_atan2.AdamAtan2.rule, ("exp_avg", "exp_avg_sq"), _atan2_core)
+
+
+class AdamAtan2(_Elementwise):
+    r"""Adam-atan2 with ``adam_atan2_pytorch.AdamAtan2``'s keywords, defaults and maths.
+
+    See :class:`anyoptim.AdamAtan2`: :math:`u = \operatorname{atan2}(\hat m, b\sqrt{\hat v})`,
+    :math:`p \leftarrow p(1 - \eta\lambda) - \eta a u`. With ``decoupled_wd=True`` the
+    groups' ``weight_decay`` is divided by the initial ``lr`` when the optimizer is built (as
+    there), so the decay does not follow the learning rate's scale.
+
+    Args:
+        params: tensors, ``(name, tensor)`` pairs or parameter-group dicts.
+        lr: learning rate :math:`\eta` (> 0). Default ``1e-4``.
+        betas: :math:`(\beta_1, \beta_2)`. Default ``(0.9, 0.99)``.
+        weight_decay: :math:`\lambda`. Default ``0``.
+        regen_reg_rate: must be ``0`` (regenerative regularisation is not implemented).
+        decoupled_wd: divide ``weight_decay`` by the initial lr. Default ``False``.
+        cautious_wd: decay only where update and parameter agree in sign. Default ``False``.
+        cautious_factor: must be ``1`` (the cautious update is not implemented here).
+        a: scale of the update. Default ``1.27``.
+        b: scale of the root of the second moment. Default ``1``.
+
+    State per parameter: ``step``, ``exp_avg``, ``exp_avg_sq`` (adam_atan2_pytorch names its
+    counter ``steps``, a Python int).
+
+    Example:
+        >>> import torch, anyoptim.torch
+        >>> w = torch.nn.Parameter(torch.zeros(2))
+        >>> opt = anyoptim.torch.AdamAtan2([w], lr=0.1)
+        >>> w.grad = torch.tensor([1.0, -2.0])
+        >>> opt.step()
+        >>> w.detach()
+        tensor([-0.0997,  0.0997])
+    """
+
+    _checked = ("lr", "betas", "weight_decay", "a", "b")
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.99),
+        weight_decay: float = 0.0,
+        regen_reg_rate: float = 0.0,
+        decoupled_wd: bool = False,
+        cautious_wd: bool = False,
+        cautious_factor: float = 1.0,
+        a: float = 1.27,
+        b: float = 1.0,
+    ) -> None:
+        if regen_reg_rate != 0:
+            _fail("AdamAtan2", "", "regen_reg_rate", regen_reg_rate, "0",
+                  "anyoptim does not implement regenerative regularisation; drop the argument.")
+        if cautious_factor != 1:
+            _fail("AdamAtan2", "", "cautious_factor", cautious_factor, "1",
+                  "anyoptim does not implement adam_atan2_pytorch's cautious update; drop it.")
+        _check_number("AdamAtan2", "", "lr", lr, 0.0, None)
+        if lr == 0:
+            _fail("AdamAtan2", "", "lr", lr, "> 0", "Pass a positive learning rate.")
+        _check_bool("AdamAtan2", "", "decoupled_wd", decoupled_wd)
+        self._init_lr = lr
+        self.decoupled_wd = decoupled_wd
+        defaults = {"lr": lr, "betas": betas, "a": a, "b": b, "weight_decay": weight_decay,
+                    "cautious_wd": cautious_wd, "regen_reg_rate": 0.0, "cautious_factor": 1.0}
+        super().__init__(params, defaults)
+        if decoupled_wd:
+            for group in self.param_groups:
+                group["weight_decay"] /= lr
+                group["regen_reg_rate"] /= lr
+
+    def _validate(self, group: Mapping[str, Any], where: str) -> None:
+        super()._validate(group, where)
+        if "cautious_wd" in group:
+            _check_bool("AdamAtan2", where, "cautious_wd", group["cautious_wd"])
+        for key, neutral in (("regen_reg_rate", 0.0), ("cautious_factor", 1.0)):
+            if group.get(key, neutral) != neutral:
+                _fail("AdamAtan2", where, key, group[key], str(neutral),
+                      "anyoptim does not implement this adam_atan2_pytorch option.")
+
+    def _rule(self, h: Hyper) -> Elementwise:
+        return _ATAN2
