@@ -56,11 +56,12 @@ def _leaves(tree: dict[str, Any]) -> list[Any]:
 
 def torch_pair(make_ours: Callable[[list[Any]], Any], make_ref: Callable[[list[Any]], Any],
                dtype: str, key: str, seed: int = 0, tol: float | None = None,
-               lr_lambda: Callable[[int], float] | None = None) -> None:
+               lr_lambda: Callable[[int], float] | None = None,
+               problem: Callable[[int, str], Any] | None = None) -> None:
     """An anyoptim.torch drop-in vs a torch reference optimizer, step by step (with
     ``lr_lambda``, both under ``torch.optim.lr_scheduler.LambdaLR``)."""
     torch = pytest.importorskip("torch")
-    p0, grads = _problem(seed, dtype)
+    p0, grads = (problem or _problem)(seed, dtype)
     a = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in p0]
     b = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in p0]
     oa, ob = make_ours(a), make_ref(b)
@@ -81,10 +82,11 @@ def torch_pair(make_ours: Callable[[list[Any]], Any], make_ref: Callable[[list[A
 
 
 def core_vs_torch(make_ours: Callable[[], optim.Optimizer], make_ref: Callable[[list[Any]], Any],
-                  dtype: str, key: str, seed: int = 1, tol: float | None = None) -> None:
+                  dtype: str, key: str, seed: int = 1, tol: float | None = None,
+                  problem: Callable[[int, str], Any] | None = None) -> None:
     """An anyoptim MLX-style optimizer on a NumPy tree vs a torch reference optimizer."""
     torch = pytest.importorskip("torch")
-    p0, grads = _problem(seed, dtype)
+    p0, grads = (problem or _problem)(seed, dtype)
     params = _tree([p.copy() for p in p0])
     b = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in p0]
     opt, ob = make_ours(), make_ref(b)
@@ -624,6 +626,142 @@ def test_adam_atan2_drop_in_rejects_bad_values() -> None:
     w.grad = torch.ones(2)
     opt.param_groups[0]["a"] = -1.0
     with pytest.raises(ValueError, match=r"a=-1\.0"):
+        opt.step()
+    assert torch.equal(w.detach(), torch.zeros(2)) and not opt.state[w]
+
+
+# ============================================================================= StableAdamW
+STABLE_TORCH = {
+    "default": {},
+    "no-wd": {"weight_decay": 0.0},
+    "coupled-wd": {"weight_decay": 0.1, "weight_decouple": False},
+    "maximize-eps": {"maximize": True, "eps": 1e-3, "betas": (0.8, 0.999)},
+    "per-param-path": {"foreach": False, "weight_decay": 0.1},
+}
+
+
+def _spiky(seed: int, dtype: str) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
+    """_problem with a gradient spike every 10 steps (so that the RMS clipping acts)."""
+    p0, grads = _problem(seed, dtype)
+    for t in range(5, STEPS, 10):
+        for g in grads[t]:
+            g *= 30
+    return p0, grads
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("schedule", [False, True])
+@pytest.mark.parametrize("case", list(STABLE_TORCH))
+def test_stable_adamw_torch_vs_pytorch_optimizer(case: str, schedule: bool, dtype: str) -> None:
+    po = pytest.importorskip("pytorch_optimizer")
+    import anyoptim.torch as at
+
+    kw = STABLE_TORCH[case]
+    torch_pair(lambda ps: at.StableAdamW(ps, lr=0.01, **kw),
+               lambda ps: po.StableAdamW(ps, lr=0.01, **kw), dtype,
+               f"StableAdamW torch/{case}/schedule={schedule}/{dtype} vs "
+               "pytorch_optimizer.StableAdamW",
+               lr_lambda=(lambda t: 1.0 / (1 + 0.1 * t)) if schedule else None, problem=_spiky)
+
+
+STABLE_CORE = {
+    "default": ({}, {}),
+    "no-wd": ({"weight_decay": 0.0}, {"weight_decay": 0.0}),
+    "coupled-wd": ({"weight_decay": 0.1, "decouple": False},
+                   {"weight_decay": 0.1, "weight_decouple": False}),
+    "betas-eps": ({"betas": (0.8, 0.999), "eps": 1e-3}, {"betas": (0.8, 0.999), "eps": 1e-3}),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", list(STABLE_CORE))
+def test_stable_adamw_core_vs_pytorch_optimizer(case: str, dtype: str) -> None:
+    po = pytest.importorskip("pytorch_optimizer")
+    ours, ref = STABLE_CORE[case]
+    core_vs_torch(lambda: optim.StableAdamW(LR, **ours),
+                  lambda ps: po.StableAdamW(ps, lr=LR, **ref), dtype,
+                  f"StableAdamW core/{case}/{dtype} vs pytorch_optimizer.StableAdamW",
+                  problem=_spiky)
+
+
+def test_stable_adamw_clipping_acts() -> None:
+    """A spike makes RMS(g^2/v) > 1, and the step then is the clipped one (reference-free
+    check of the test problem: without clipping the first spike would move w by ~lr)."""
+    opt = optim.StableAdamW(0.1, weight_decay=0.0, betas=(0.0, 0.99))
+    w = {"w": np.zeros(4)}
+    w = opt.apply_gradients({"w": np.ones(4)}, w)
+    w2 = opt.apply_gradients({"w": np.full(4, 100.0)}, w)
+    # v = 0.5 (1 + 1e4), g^2 / v = 1e4 / v: RMS = sqrt(2e4 / 10001) > 1
+    rms = math.sqrt(1e4 / (0.5 * (1 + 1e4)))
+    step = float(np.float32(0.1)) / rms * 100 / (math.sqrt(0.5 * (1 + 1e4)) + 1e-8)
+    np.testing.assert_allclose(w["w"] - w2["w"], step, rtol=1e-12)
+
+
+def test_stable_adamw_optax_vs_pytorch_optimizer() -> None:
+    """anyoptim.optax.stable_adamw (jitted, on JAX arrays) vs pytorch_optimizer.StableAdamW."""
+    jax = pytest.importorskip("jax")
+    optax = pytest.importorskip("optax")
+    torch = pytest.importorskip("torch")
+    po = pytest.importorskip("pytorch_optimizer")
+    import jax.numpy as jnp
+
+    import anyoptim.optax as ao
+
+    for dtype in ("float64", "float32"):
+        with jax.enable_x64(dtype == "float64"):
+            tx = ao.stable_adamw(LR, weight_decay=0.1)
+            p0, grads = _spiky(7, dtype)
+            pa = _tree([jnp.asarray(p) for p in p0])
+            sa = tx.init(pa)
+            update = jax.jit(tx.update)
+            b = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in p0]
+            ob = po.StableAdamW(b, lr=LR, weight_decay=0.1)
+            worst = 0.0
+            for gs in grads:
+                ua, sa = update(_tree([jnp.asarray(g) for g in gs]), sa, pa)
+                pa = optax.apply_updates(pa, ua)
+                for y, g in zip(b, gs):
+                    y.grad = torch.from_numpy(g.copy())
+                ob.step()
+                for x, y in zip(_leaves(pa), b):
+                    worst = max(worst, _rel(np.asarray(x), y.detach().numpy()))
+        _check(f"StableAdamW optax/{dtype} vs pytorch_optimizer.StableAdamW", worst, dtype)
+
+
+def test_stable_adamw_torch_state_dict_round_trip() -> None:
+    pytest.importorskip("torch")
+    import anyoptim.torch as at
+
+    state_dict_round_trip(lambda ps: at.StableAdamW(ps, lr=0.01, weight_decay=0.1))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"betas": (0.9, 1.0)}, "StableAdamW: beta2"),
+    ({"eps": -1.0}, "StableAdamW: eps should be >= 0, -1.0"),
+    ({"weight_decay": -0.1}, "weight_decay"),
+    ({"decouple": 1}, "decouple"),
+])
+def test_stable_adamw_rejects_bad_hyperparameters(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        optim.StableAdamW(0.1, **kwargs)
+
+
+def test_stable_adamw_drop_in_rejects_bad_values() -> None:
+    pytest.importorskip("torch")
+    import torch
+
+    import anyoptim.torch as at
+
+    w = torch.nn.Parameter(torch.zeros(2))
+    for kwargs, match in (({"lr": -1.0}, r"lr=-1\.0 is invalid"),
+                          ({"weight_decouple": "yes"}, "weight_decouple"),
+                          ({"cautious": True}, "cautious")):
+        with pytest.raises(ValueError, match=match):
+            at.StableAdamW([w], **kwargs)
+    opt = at.StableAdamW([w], lr=0.1)
+    w.grad = torch.ones(2)
+    opt.param_groups[0]["eps"] = -1.0
+    with pytest.raises(ValueError, match="eps"):
         opt.step()
     assert torch.equal(w.detach(), torch.zeros(2)) and not opt.state[w]
 

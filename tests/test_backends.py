@@ -235,6 +235,10 @@ CONFIGS: dict[str, list[tuple[str, Callable[[], optim.Optimizer], bool]]] = {
         ("wd-a-b", lambda: optim.AdamAtan2(0.01, weight_decay=0.1, a=2.0, b=0.5, betas=(0.3, 0.6)), False),
         ("cosine-cautious-wd", lambda: optim.AdamAtan2(optim.cosine_decay(0.01, 20), weight_decay=0.1, cautious_wd=True), True),
     ],
+    "StableAdamW": [
+        ("default", lambda: optim.StableAdamW(0.01), False),
+        ("cosine-coupled", lambda: optim.StableAdamW(optim.cosine_decay(0.01, 20), weight_decay=0.1, decouple=False, eps=1e-6), True),
+    ],
 }
 NAMES = list(CONFIGS)
 

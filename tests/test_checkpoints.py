@@ -49,6 +49,7 @@ OPTIMIZERS = {
     "AdaBelief": lambda: optim.AdaBelief(SCHEDULE, weight_decay=0.01, ams_bound=True),
     "LaProp": lambda: optim.LaProp(SCHEDULE, weight_decay=0.01, centered=True, ams_bound=True),
     "AdamAtan2": lambda: optim.AdamAtan2(SCHEDULE, weight_decay=0.01, cautious_wd=True),
+    "StableAdamW": lambda: optim.StableAdamW(SCHEDULE, weight_decay=0.01),
 }
 
 

@@ -116,5 +116,6 @@ __all__ += ["ScheduleFreeAdamW", "ScheduleFreeRAdam", "ScheduleFreeSGD"]
 from .optimizers._adabelief import AdaBelief  # noqa: E402, RUF100
 from .optimizers._adam_atan2 import AdamAtan2  # noqa: E402, RUF100
 from .optimizers._laprop import LaProp  # noqa: E402, RUF100
+from .optimizers._stable_adamw import StableAdamW  # noqa: E402, RUF100
 
-__all__ += ["AdaBelief", "AdamAtan2", "LaProp"]
+__all__ += ["AdaBelief", "AdamAtan2", "LaProp", "StableAdamW"]

@@ -120,6 +120,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         OptimizerInfo("AdaBelief", 1e-3),
         OptimizerInfo("LaProp", 1e-3),
         OptimizerInfo("AdamAtan2", 1e-4),
+        OptimizerInfo("StableAdamW", 1e-3),
     )
 }
 

@@ -91,6 +91,6 @@ from ._schedule_free import (
 __all__ += ["schedule_free_adamw", "schedule_free_eval_params", "schedule_free_sgd"]
 
 # the AdaBelief family
-from ._belief import adabelief, adam_atan2, laprop  # noqa: E402, RUF100
+from ._belief import adabelief, adam_atan2, laprop, stable_adamw  # noqa: E402, RUF100
 
-__all__ += ["adabelief", "adam_atan2", "laprop"]
+__all__ += ["adabelief", "adam_atan2", "laprop", "stable_adamw"]

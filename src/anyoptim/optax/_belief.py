@@ -14,9 +14,10 @@ import optax
 from ..optimizers._adabelief import AdaBelief
 from ..optimizers._adam_atan2 import AdamAtan2
 from ..optimizers._laprop import LaProp
+from ..optimizers._stable_adamw import StableAdamW
 from ._more import _no_decay, _run
 
-__all__ = ["adabelief", "adam_atan2", "laprop"]
+__all__ = ["adabelief", "adam_atan2", "laprop", "stable_adamw"]
 
 
 def adabelief(
@@ -137,3 +138,37 @@ def adam_atan2(
     """
     opt = AdamAtan2(learning_rate, betas=(b1, b2), weight_decay=weight_decay, a=a, b=b)
     return _run("adam_atan2", opt, _no_decay(weight_decay))
+
+
+def stable_adamw(
+    learning_rate: Any,
+    b1: float = 0.9,
+    b2: float = 0.99,
+    eps: float = 1e-8,
+    weight_decay: float = 1e-2,
+) -> optax.GradientTransformationExtraArgs:
+    r"""StableAdamW, optax-style (optax has none): :class:`anyoptim.StableAdamW`'s maths.
+
+    AdamW with bias-free averages whose learning rate is divided, per tensor, by
+    :math:`\max(1, \mathrm{RMS}(g^2 / v))` (``pytorch_optimizer.StableAdamW``'s defaults).
+
+    Args:
+        learning_rate: a number or an optax schedule of the update count.
+        b1: decay of the first moment, in [0, 1).
+        b2: decay of the second moment, in [0, 1).
+        eps: added to the denominator.
+        weight_decay: decoupled weight decay (when not 0, ``update`` needs ``params``).
+
+    Returns:
+        An ``optax.GradientTransformationExtraArgs``; its state is anyoptim's state dict.
+
+    Example:
+        >>> import jax.numpy as jnp, optax, anyoptim.optax
+        >>> tx = anyoptim.optax.stable_adamw(0.1, weight_decay=0.0)
+        >>> params = {"w": jnp.zeros(2)}
+        >>> updates, state = tx.update({"w": jnp.array([1.0, -2.0])}, tx.init(params))
+        >>> optax.apply_updates(params, updates)["w"]
+        Array([-0.1,  0.1], dtype=float32)
+    """
+    opt = StableAdamW(learning_rate, betas=(b1, b2), eps=eps, weight_decay=weight_decay)
+    return _run("stable_adamw", opt, _no_decay(weight_decay))

@@ -48,5 +48,6 @@ __all__ = [
 from ._adabelief import AdaBelief
 from ._adam_atan2 import AdamAtan2
 from ._laprop import LaProp
+from ._stable_adamw import StableAdamW
 
-__all__ += ["AdaBelief", "AdamAtan2", "LaProp"]
+__all__ += ["AdaBelief", "AdamAtan2", "LaProp", "StableAdamW"]

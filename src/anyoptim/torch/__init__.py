@@ -74,6 +74,6 @@ from ._schedule_free import AdamWScheduleFree, RAdamScheduleFree, SGDScheduleFre
 __all__ += ["AdamWScheduleFree", "RAdamScheduleFree", "SGDScheduleFree"]
 
 # the AdaBelief family (pytorch_optimizer's and adam_atan2_pytorch's names)
-from ._belief import AdaBelief, AdamAtan2, LaProp  # noqa: E402, RUF100
+from ._belief import AdaBelief, AdamAtan2, LaProp, StableAdamW  # noqa: E402, RUF100
 
-__all__ += ["AdaBelief", "AdamAtan2", "LaProp"]
+__all__ += ["AdaBelief", "AdamAtan2", "LaProp", "StableAdamW"]

@@ -9,17 +9,27 @@ copy of the update here.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from .. import optimizers as _optimizers
 from .._backend._rules import Elementwise, Hyper
 from ..optimizers import _adabelief, _adam_atan2, _laprop
-from ._core import _check_bool, _check_number, _Elementwise, _fail
+from ._core import (
+    _check_betas,
+    _check_bool,
+    _check_lr,
+    _check_number,
+    _Elementwise,
+    _fail,
+    _lr_value,
+    _PerTensor,
+)
 from ._more import _adapted, _no_extras
 
-__all__ = ["AdaBelief", "AdamAtan2", "LaProp"]
+__all__ = ["AdaBelief", "AdamAtan2", "LaProp", "StableAdamW"]
 
 
 # ----------------------------------------------------------------------------- AdaBelief
@@ -322,3 +332,86 @@ class AdamAtan2(_Elementwise):
 
     def _rule(self, h: Hyper) -> Elementwise:
         return _ATAN2
+
+
+# ----------------------------------------------------------------------------- StableAdamW
+class StableAdamW(_PerTensor):
+    r"""StableAdamW with ``pytorch_optimizer.StableAdamW``'s keywords, defaults and maths.
+
+    See :class:`anyoptim.StableAdamW`: bias-free averages, each tensor's learning rate divided
+    by :math:`\max(1, \mathrm{RMS}(g^2 / v))`, decoupled decay by that learning rate unless
+    ``weight_decouple=False``. The Kahan summation pytorch_optimizer applies to 16-bit
+    parameters (``kahan_sum``) is not reproduced: 16-bit parameters round each update.
+
+    Args:
+        params: tensors, ``(name, tensor)`` pairs or parameter-group dicts.
+        lr: learning rate :math:`\eta`. Default ``1e-3``.
+        betas: :math:`(\beta_1, \beta_2)`. Default ``(0.9, 0.99)``.
+        kahan_sum: accepted; without effect on 32- and 64-bit parameters. Default ``True``.
+        weight_decay: :math:`\lambda`. Default ``1e-2``.
+        weight_decouple: decoupled (AdamW-style) decay. Default ``True``.
+        eps: :math:`\epsilon`. Default ``1e-8``.
+        foreach: accepted for compatibility.
+        maximize: maximise the objective. Default ``False``.
+
+    State per parameter: ``step``, ``exp_avg``, ``exp_avg_sq`` (pytorch_optimizer keeps one
+    ``step`` per group).
+
+    Example:
+        >>> import torch, anyoptim.torch
+        >>> w = torch.nn.Parameter(torch.zeros(2))
+        >>> opt = anyoptim.torch.StableAdamW([w], lr=0.1, weight_decay=0.0)
+        >>> w.grad = torch.tensor([1.0, -2.0])
+        >>> opt.step()
+        >>> w.detach()
+        tensor([-0.1000,  0.1000])
+    """
+
+    _core_class = _optimizers.StableAdamW
+    _renames: ClassVar[dict[str, str]] = {"m": "exp_avg", "v": "exp_avg_sq"}
+    _counts_steps = True
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.99),
+        kahan_sum: bool = True,
+        weight_decay: float = 1e-2,
+        weight_decouple: bool = True,
+        eps: float = 1e-8,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        _no_extras("StableAdamW", kwargs)
+        super().__init__(params, {"lr": lr, "betas": betas, "kahan_sum": kahan_sum,
+                                  "weight_decay": weight_decay,
+                                  "weight_decouple": weight_decouple, "eps": eps,
+                                  "foreach": foreach, "maximize": maximize})
+
+    def _validate(self, group: Mapping[str, Any], where: str) -> None:
+        if "lr" in group:
+            _check_lr("StableAdamW", where, group["lr"])
+        if "betas" in group:
+            _check_betas("StableAdamW", where, group["betas"])
+        for key in ("eps", "weight_decay"):
+            if key in group:
+                _check_number("StableAdamW", where, key, group[key], 0.0, None)
+        for key in ("kahan_sum", "weight_decouple", "maximize"):
+            if key in group:
+                _check_bool("StableAdamW", where, key, group[key])
+
+    def _build_core(self, group: Mapping[str, Any]) -> _optimizers.Optimizer:
+        return _optimizers.StableAdamW(learning_rate=0.0)
+
+    def _core_hyper(self, group: Mapping[str, Any]) -> dict[str, Any]:
+        lr = _lr_value(group["lr"])
+        if not isinstance(lr, Tensor):
+            # a number would become a float32 array (MLX's learning rate); float64 parameters
+            # get it in float64, as pytorch_optimizer uses the Python float
+            wide = any(p.dtype == torch.float64 for p in group["params"])
+            lr = torch.tensor(lr, dtype=torch.float64 if wide else torch.float32)
+        return {"learning_rate": lr, "betas": tuple(group["betas"]),
+                "eps": group["eps"], "weight_decay": group["weight_decay"],
+                "decouple": group["weight_decouple"], "maximize": group["maximize"]}
