@@ -239,6 +239,13 @@ CONFIGS: dict[str, list[tuple[str, Callable[[], optim.Optimizer], bool]]] = {
         ("default", lambda: optim.StableAdamW(0.01), False),
         ("cosine-coupled", lambda: optim.StableAdamW(optim.cosine_decay(0.01, 20), weight_decay=0.1, decouple=False, eps=1e-6), True),
     ],
+    "CautiousAdamW": [
+        ("default", lambda: optim.CautiousAdamW(0.01), False),
+        ("cosine-count-bc", lambda: optim.CautiousAdamW(optim.cosine_decay(0.01, 20), bias_correction=True, cautious_scale="count"), True),
+    ],
+    "CautiousLion": [
+        ("wd", lambda: optim.CautiousLion(0.001, weight_decay=0.1), False),
+    ],
 }
 NAMES = list(CONFIGS)
 

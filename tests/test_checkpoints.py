@@ -50,6 +50,8 @@ OPTIMIZERS = {
     "LaProp": lambda: optim.LaProp(SCHEDULE, weight_decay=0.01, centered=True, ams_bound=True),
     "AdamAtan2": lambda: optim.AdamAtan2(SCHEDULE, weight_decay=0.01, cautious_wd=True),
     "StableAdamW": lambda: optim.StableAdamW(SCHEDULE, weight_decay=0.01),
+    "CautiousAdamW": lambda: optim.CautiousAdamW(SCHEDULE, bias_correction=True, cautious_scale="count"),
+    "LaProp-cautious": lambda: optim.LaProp(SCHEDULE, weight_decay=0.01, cautious=True),
 }
 
 

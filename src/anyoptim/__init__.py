@@ -115,7 +115,9 @@ __all__ += ["ScheduleFreeAdamW", "ScheduleFreeRAdam", "ScheduleFreeSGD"]
 # the AdaBelief family
 from .optimizers._adabelief import AdaBelief  # noqa: E402, RUF100
 from .optimizers._adam_atan2 import AdamAtan2  # noqa: E402, RUF100
+from .optimizers._cautious import CautiousAdam, CautiousAdamW, CautiousLion  # noqa: E402, RUF100
 from .optimizers._laprop import LaProp  # noqa: E402, RUF100
 from .optimizers._stable_adamw import StableAdamW  # noqa: E402, RUF100
 
 __all__ += ["AdaBelief", "AdamAtan2", "LaProp", "StableAdamW"]
+__all__ += ["CautiousAdam", "CautiousAdamW", "CautiousLion"]

@@ -121,6 +121,8 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         OptimizerInfo("LaProp", 1e-3),
         OptimizerInfo("AdamAtan2", 1e-4),
         OptimizerInfo("StableAdamW", 1e-3),
+        OptimizerInfo("CautiousAdamW", 1e-3),
+        OptimizerInfo("CautiousLion", 3e-4),
     )
 }
 

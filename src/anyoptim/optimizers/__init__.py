@@ -47,7 +47,9 @@ __all__ = [
 # the AdaBelief family (AdaBelief, LaProp, Adam-atan2, StableAdamW)
 from ._adabelief import AdaBelief
 from ._adam_atan2 import AdamAtan2
+from ._cautious import CautiousAdam, CautiousAdamW, CautiousLion
 from ._laprop import LaProp
 from ._stable_adamw import StableAdamW
 
 __all__ += ["AdaBelief", "AdamAtan2", "LaProp", "StableAdamW"]
+__all__ += ["CautiousAdam", "CautiousAdamW", "CautiousLion"]

@@ -10,6 +10,7 @@ from .._backend._rules import Elementwise, Hyper, is_zero, static
 from ._ademamix import _bias, _fn
 from ._adopt import number, step_value
 from ._base import LearningRate, Optimizer
+from ._cautious import CautiousMixin, check
 from ._validate import check_betas, require
 
 
@@ -123,7 +124,7 @@ AMS_RULE = Elementwise(state=("m", "s", "s_max"), element=_ams_element, scalars=
                        flags=_flags)
 
 
-class AdaBelief(Optimizer):
+class AdaBelief(CautiousMixin, Optimizer):
     r"""AdaBelief (Zhuang et al., "AdaBelief Optimizer: Adapting Stepsizes by the Belief in
     Observed Gradients", NeurIPS 2020).
 
@@ -166,6 +167,10 @@ class AdaBelief(Optimizer):
         n_sma_threshold: the rectification threshold of :math:`\rho_t`. Default ``5``.
         degenerated_to_sgd: below the threshold, step with momentum only. Default ``True``.
         ams_bound: use the running maximum of :math:`s`. Default ``False``.
+        cautious: keep the step only where it agrees with the gradient in sign, scaled per
+            tensor (:class:`CautiousAdam`; needs decoupled or no weight decay).
+            Default ``False``.
+        cautious_scale: ``"mean"`` (the paper's) or ``"count"`` (pytorch_optimizer's).
 
     Example:
         >>> import numpy as np, anyoptim as optim
@@ -197,9 +202,15 @@ class AdaBelief(Optimizer):
         n_sma_threshold: float = 5,
         degenerated_to_sgd: bool = True,
         ams_bound: bool = False,
+        cautious: bool = False,
+        cautious_scale: str = "mean",
     ) -> None:
         super().__init__()
         name = self._name
+        check(name, cautious, cautious_scale)
+        require(not (cautious and not decouple and weight_decay != 0), name, "cautious",
+                "False with coupled weight decay", cautious,
+                "The cautious mask applies to the step; use decouple=True with it.")
         check_betas(name, betas)
         require(eps >= 0.0, name, "eps", ">= 0", eps)
         require(eps_root >= 0.0, name, "eps_root", ">= 0", eps_root)
@@ -226,3 +237,4 @@ class AdaBelief(Optimizer):
         self.ams_bound = ams_bound
         if ams_bound:
             self.rule = AMS_RULE
+        self._set_cautious(cautious, cautious_scale)

@@ -9,6 +9,7 @@ from .._backend._rules import Elementwise, Hyper, is_zero
 from ._ademamix import _bias, _fn
 from ._adopt import number, step_value
 from ._base import LearningRate, Optimizer
+from ._cautious import CautiousMixin, check
 from ._validate import check_betas, require
 
 
@@ -135,7 +136,7 @@ RULES = {
 }
 
 
-class LaProp(Optimizer):
+class LaProp(CautiousMixin, Optimizer):
     r"""LaProp (Ziyin, Wang and Ueda, "LaProp: Separating Momentum and Adaptivity in Adam",
     2020).
 
@@ -173,6 +174,10 @@ class LaProp(Optimizer):
         centered: subtract the squared mean gradient from :math:`v`. Default ``False``.
         steps_before_using_centered: steps before centering starts. Default ``10``.
         ams_bound: the running maximum of the second moment. Default ``False``.
+        cautious: pytorch_optimizer's ``cautious``: the step is kept where it agrees with the
+            gradient in sign, scaled per tensor (:class:`CautiousAdam`; needs decoupled or no
+            weight decay). Default ``False``.
+        cautious_scale: ``"count"`` (pytorch_optimizer's, the default here) or ``"mean"``.
 
     Example:
         >>> import numpy as np, anyoptim as optim
@@ -202,9 +207,15 @@ class LaProp(Optimizer):
         centered: bool = False,
         steps_before_using_centered: int = 10,
         ams_bound: bool = False,
+        cautious: bool = False,
+        cautious_scale: str = "count",
     ) -> None:
         super().__init__()
         name = self._name
+        check(name, cautious, cautious_scale)
+        require(not (cautious and not decouple and weight_decay != 0), name, "cautious",
+                "False with coupled weight decay", cautious,
+                "The cautious mask applies to the step; use decouple=True with it.")
         check_betas(name, betas)
         require(eps >= 0.0, name, "eps", ">= 0", eps)
         require(eps_root >= 0.0, name, "eps_root", ">= 0", eps_root)
@@ -225,3 +236,4 @@ class LaProp(Optimizer):
         self.steps_before_using_centered = steps_before_using_centered
         self.ams_bound = ams_bound
         self.rule = RULES[centered, ams_bound]
+        self._set_cautious(cautious, cautious_scale)
