@@ -119,7 +119,7 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         OptimizerInfo("LARS", 1.0),
         OptimizerInfo("AdaBelief", 1e-3),
         OptimizerInfo("LaProp", 1e-3),
-        OptimizerInfo("AdamAtan2", 1e-4),
+        OptimizerInfo("AdamAtan2", 1e-3),
         OptimizerInfo("StableAdamW", 1e-3),
         OptimizerInfo("CautiousAdamW", 1e-3),
         OptimizerInfo("CautiousLion", 3e-4),
