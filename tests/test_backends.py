@@ -246,6 +246,9 @@ CONFIGS: dict[str, list[tuple[str, Callable[[], optim.Optimizer], bool]]] = {
     "CautiousLion": [
         ("wd", lambda: optim.CautiousLion(0.001, weight_decay=0.1), False),
     ],
+    "AdamAtan2-cautious": [
+        ("factor", lambda: optim.AdamAtan2(0.01, weight_decay=0.1, cautious_factor=0.25), False),
+    ],
 }
 NAMES = list(CONFIGS)
 

@@ -52,6 +52,7 @@ OPTIMIZERS = {
     "StableAdamW": lambda: optim.StableAdamW(SCHEDULE, weight_decay=0.01),
     "CautiousAdamW": lambda: optim.CautiousAdamW(SCHEDULE, bias_correction=True, cautious_scale="count"),
     "LaProp-cautious": lambda: optim.LaProp(SCHEDULE, weight_decay=0.01, cautious=True),
+    "AdamAtan2-cautious": lambda: optim.AdamAtan2(SCHEDULE, weight_decay=0.01, cautious_factor=0.5),
 }
 
 

@@ -9,6 +9,7 @@ from .._backend._rules import Elementwise, Hyper, is_zero
 from ._ademamix import _bias
 from ._adopt import number, step_value
 from ._base import LearningRate, Optimizer
+from ._cautious import CautiousMixin
 from ._validate import check_betas, require
 
 
@@ -59,7 +60,7 @@ def _element(ops: Any, flags: tuple[Any, ...]) -> Any:
     return adam_atan2
 
 
-class AdamAtan2(Optimizer):
+class AdamAtan2(CautiousMixin, Optimizer):
     r"""Adam-atan2 (Everett et al., "Scaling Exponents Across Parameterizations and
     Optimizers", 2024): Adam without :math:`\epsilon`, the quotient replaced by an arctangent.
 
@@ -85,6 +86,11 @@ class AdamAtan2(Optimizer):
         a: the scale :math:`a` (> 0) of the update. Default ``1.27``.
         b: the scale :math:`b` (> 0) of the root of the second moment. Default ``1``.
         cautious_wd: cautious weight decay. Default ``False``.
+        cautious_factor: adam_atan2_pytorch's cautious update (Liang et al. 2024): where the
+            update and the gradient disagree in sign it is multiplied by this factor in
+            [0, 1], then the tensor's update is divided by :math:`\max(\mathrm{mean}, 10^{-5})`
+            of those multipliers. ``1`` (the default) is off; below 1 the update runs per
+            tensor (not with ``cautious_wd``).
 
     Example:
         >>> import numpy as np, anyoptim as optim
@@ -106,9 +112,16 @@ class AdamAtan2(Optimizer):
         a: float = 1.27,
         b: float = 1.0,
         cautious_wd: bool = False,
+        cautious_factor: float = 1.0,
     ) -> None:
         super().__init__()
         name = self._name
+        require(isinstance(cautious_factor, (int, float)) and 0.0 <= cautious_factor <= 1.0,
+                name, "cautious_factor", "in [0, 1]", cautious_factor)
+        require(not (cautious_wd and cautious_factor < 1), name, "cautious_wd",
+                "False when cautious_factor < 1", cautious_wd,
+                "adam_atan2_pytorch masks the decay with the already masked update; anyoptim "
+                "does not reproduce that combination.")
         check_betas(name, betas)
         require(weight_decay >= 0.0, name, "weight_decay", ">= 0", weight_decay)
         require(a > 0.0, name, "a", "> 0", a, "a scales the update; the paper uses 1.27.")
@@ -120,3 +133,6 @@ class AdamAtan2(Optimizer):
         self.a = a
         self.b = b
         self.cautious_wd = cautious_wd
+        self.cautious_factor = cautious_factor
+        if cautious_factor < 1:
+            self._set_cautious(True, "mean", other=float(cautious_factor), floor=1e-5)

@@ -31,10 +31,14 @@ def check(name: str, cautious: Any, cautious_scale: Any) -> None:
             "'count': numel/(sum(mask)+1) as in pytorch_optimizer.")
 
 
-def masked(xp: Any, step: Any, g: Any, scale: str) -> Any:
-    """``step`` where ``-step`` (the update direction) and ``g`` agree in sign, else 0,
-    scaled by the tensor's share of kept entries."""
+def masked(xp: Any, step: Any, g: Any, scale: str, other: float = 0.0,
+           floor: float = 1e-3) -> Any:
+    """``step`` where ``-step`` (the update direction) and ``g`` agree in sign, else ``other``
+    times it (0: dropped), scaled by the tensor's share of kept entries (``"mean"``: divided
+    by ``max(mean, floor)``; ``"count"``: times ``numel / (sum + 1)``)."""
     keep = xp.astype(-step * g > 0, step.dtype)
+    if other != 0.0:  # adam_atan2_pytorch's cautious_factor
+        keep = keep * (1.0 - other) + other
     n = 1
     for size in keep.shape:
         n *= size
@@ -42,7 +46,7 @@ def masked(xp: Any, step: Any, g: Any, scale: str) -> Any:
         factor = (n * 1.0) / (xp.sum(keep) + 1)
     else:
         mean = xp.sum(keep) / max(n, 1)
-        factor = 1 / xp.maximum(mean, xp.zeros_like(mean) + 1e-3)
+        factor = 1 / xp.maximum(mean, xp.zeros_like(mean) + floor)
     return step * (keep * factor)
 
 
@@ -56,10 +60,13 @@ class CautiousMixin:
     _state: dict[str, Any]
     rule: Any  # an annotation only: the optimizer class holds the rule
 
-    def _set_cautious(self, cautious: bool, cautious_scale: str) -> None:
+    def _set_cautious(self, cautious: bool, cautious_scale: str, other: float = 0.0,
+                      floor: float = 1e-3) -> None:
         check(type(self).__name__, cautious, cautious_scale)
         self.cautious = cautious
         self.cautious_scale = cautious_scale
+        self._cautious_other = other
+        self._cautious_floor = floor
         if cautious:
             rule = self.rule
             if rule is None:  # pragma: no cover - a programming error
@@ -87,7 +94,9 @@ class CautiousMixin:
                                           xp.zeros_like(parameter), state)
         state.update(zip(rule.state, new_state))
         # new_p = decay * p + alone: replace alone by its masked, rescaled part
-        return new_p + (masked(xp, alone, gradient, self.cautious_scale) - alone)
+        kept = masked(xp, alone, gradient, self.cautious_scale, self._cautious_other,
+                      self._cautious_floor)
+        return new_p + (kept - alone)
 
 
 # ----------------------------------------------------------------------------- classes

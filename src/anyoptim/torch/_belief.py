@@ -15,9 +15,12 @@ import torch
 from torch import Tensor
 
 from .. import optimizers as _optimizers
+from .._backend import run_reference
 from .._backend._rules import Elementwise, Hyper
 from ..optimizers import _adabelief, _adam_atan2, _laprop
+from ..optimizers._cautious import masked
 from ._core import (
+    _XP,
     _check_betas,
     _check_bool,
     _check_lr,
@@ -26,8 +29,38 @@ from ._core import (
     _fail,
     _lr_value,
     _PerTensor,
+    _zeros,
 )
 from ._more import _adapted, _no_extras
+
+
+def _cautious_update(opt: _Elementwise, group: dict[str, Any], params: list[Tensor],
+                     scale: str, other: float, floor: float) -> None:
+    """A group's cautious update (see :mod:`anyoptim.optimizers._cautious`): the drop-in's
+    rule on the reference path, per tensor, once with the parameter and once from zero (the
+    step alone), the step then masked and rescaled over the tensor."""
+    h = opt._hyper(group)
+    h["lr"] = _lr_value(h["lr"])
+    rule = opt._rule(h)
+    bucketed = type(opt)._bucket is not _Elementwise._bucket
+    for p in params:
+        st = opt.state[p]
+        if not st:
+            opt._init_state(p, st, h)
+        for key in rule.state:
+            if st.get(key) is None:
+                st[key] = _zeros(p)
+        extra = opt._bucket(st, h) if bucketed else ()
+        st["step"] += 1
+        hb = {**h, "_extra": extra}
+        count = float(st["step"])
+        g = p.grad
+        old = {key: st[key] for key in rule.state}
+        new_p, new_s = run_reference(rule, _XP, hb, count, g, p, old)
+        alone, _ = run_reference(rule, _XP, hb, count, g, torch.zeros_like(p), old)
+        p.copy_(new_p + (masked(_XP, alone, g, scale, other, floor) - alone))
+        for key, value in zip(rule.state, new_s):
+            st[key].copy_(value)
 
 __all__ = ["AdaBelief", "AdamAtan2", "LaProp", "StableAdamW"]
 
@@ -168,6 +201,8 @@ class LaProp(_Elementwise):
         eps: :math:`\epsilon`. Default ``1e-15``.
         maximize: maximise the objective. Default ``False``.
         foreach: accepted for compatibility; anyoptim picks its executor itself.
+        cautious: (a keyword, as pytorch_optimizer takes it) keep the step where it agrees
+            with the gradient in sign, times numel / (kept + 1), per tensor.
 
     State per parameter: ``step``, ``exp_avg``, ``exp_avg_sq``, ``exp_avg_lr_1``,
     ``exp_avg_lr_2`` (and ``exp_mean_avg_beta2`` with ``centered``, ``max_exp_avg_sq`` with
@@ -201,6 +236,7 @@ class LaProp(_Elementwise):
         foreach: bool | None = None,
         **kwargs: Any,
     ) -> None:
+        cautious = kwargs.pop("cautious", False)
         _no_extras("LaProp", kwargs)
         if not isinstance(steps_before_using_centered, int) or steps_before_using_centered < 0:
             _fail("LaProp", "", "steps_before_using_centered", steps_before_using_centered,
@@ -210,13 +246,21 @@ class LaProp(_Elementwise):
                     "weight_decay": weight_decay, "foreach": foreach,
                     "weight_decouple": weight_decouple, "fixed_decay": fixed_decay,
                     "ams_bound": ams_bound, "eps": eps, "maximize": maximize}
+        if cautious:
+            defaults["cautious"] = cautious  # pytorch_optimizer reads it from the group
         super().__init__(params, defaults)
 
     def _validate(self, group: Mapping[str, Any], where: str) -> None:
         super()._validate(group, where)
-        for key in ("weight_decouple", "fixed_decay", "centered", "ams_bound"):
+        for key in ("weight_decouple", "fixed_decay", "centered", "ams_bound", "cautious"):
             if key in group:
                 _check_bool("LaProp", where, key, group[key])
+
+    def _update_group(self, gi: int, group: dict[str, Any], params: list[Tensor]) -> None:
+        if group.get("cautious"):
+            _cautious_update(self, group, params, "count", 0.0, 1e-3)
+        else:
+            super()._update_group(gi, group, params)
 
     def _hyper(self, group: Mapping[str, Any]) -> dict[str, Any]:
         h = super()._hyper(group)
@@ -269,7 +313,9 @@ class AdamAtan2(_Elementwise):
         regen_reg_rate: must be ``0`` (regenerative regularisation is not implemented).
         decoupled_wd: divide ``weight_decay`` by the initial lr. Default ``False``.
         cautious_wd: decay only where update and parameter agree in sign. Default ``False``.
-        cautious_factor: must be ``1`` (the cautious update is not implemented here).
+        cautious_factor: the cautious update: where update and gradient disagree in sign the
+            update is multiplied by this factor in [0, 1], then the tensor's update is divided
+            by the mean multiplier (at least 1e-5). Default ``1`` (off).
         a: scale of the update. Default ``1.27``.
         b: scale of the root of the second moment. Default ``1``.
 
@@ -304,9 +350,6 @@ class AdamAtan2(_Elementwise):
         if regen_reg_rate != 0:
             _fail("AdamAtan2", "", "regen_reg_rate", regen_reg_rate, "0",
                   "anyoptim does not implement regenerative regularisation; drop the argument.")
-        if cautious_factor != 1:
-            _fail("AdamAtan2", "", "cautious_factor", cautious_factor, "1",
-                  "anyoptim does not implement adam_atan2_pytorch's cautious update; drop it.")
         _check_number("AdamAtan2", "", "lr", lr, 0.0, None)
         if lr == 0:
             _fail("AdamAtan2", "", "lr", lr, "> 0", "Pass a positive learning rate.")
@@ -314,7 +357,8 @@ class AdamAtan2(_Elementwise):
         self._init_lr = lr
         self.decoupled_wd = decoupled_wd
         defaults = {"lr": lr, "betas": betas, "a": a, "b": b, "weight_decay": weight_decay,
-                    "cautious_wd": cautious_wd, "regen_reg_rate": 0.0, "cautious_factor": 1.0}
+                    "cautious_wd": cautious_wd, "regen_reg_rate": 0.0,
+                    "cautious_factor": cautious_factor}
         super().__init__(params, defaults)
         if decoupled_wd:
             for group in self.param_groups:
@@ -325,10 +369,24 @@ class AdamAtan2(_Elementwise):
         super()._validate(group, where)
         if "cautious_wd" in group:
             _check_bool("AdamAtan2", where, "cautious_wd", group["cautious_wd"])
-        for key, neutral in (("regen_reg_rate", 0.0), ("cautious_factor", 1.0)):
-            if group.get(key, neutral) != neutral:
-                _fail("AdamAtan2", where, key, group[key], str(neutral),
-                      "anyoptim does not implement this adam_atan2_pytorch option.")
+        if group.get("regen_reg_rate", 0.0) != 0.0:
+            _fail("AdamAtan2", where, "regen_reg_rate", group["regen_reg_rate"], "0",
+                  "anyoptim does not implement regenerative regularisation.")
+        if "cautious_factor" in group:
+            factor = group["cautious_factor"]
+            _check_number("AdamAtan2", where, "cautious_factor", factor, 0.0, 1.0,
+                          closed_high=True)
+            if factor < 1 and group.get("cautious_wd"):
+                _fail("AdamAtan2", where, "cautious_wd", True, "False when cautious_factor < 1",
+                      "adam_atan2_pytorch masks the decay with the masked update; anyoptim "
+                      "does not reproduce that combination.")
+
+    def _update_group(self, gi: int, group: dict[str, Any], params: list[Tensor]) -> None:
+        factor = group["cautious_factor"]
+        if factor < 1:
+            _cautious_update(self, group, params, "mean", float(factor), 1e-5)
+        else:
+            super()._update_group(gi, group, params)
 
     def _rule(self, h: Hyper) -> Elementwise:
         return _ATAN2
