@@ -255,6 +255,35 @@ CONFIGS: dict[str, list[tuple[str, Callable[[], optim.Optimizer], bool]]] = {
         ("bc-coupled", lambda: optim.Prodigy(use_bias_correction=True, weight_decay=0.1, decouple=False, d0=0.5), False),
         ("cosine-safeguard-wd", lambda: optim.Prodigy(optim.cosine_decay(1.0, 20), safeguard_warmup=True, weight_decay=0.1, d0=0.1), True),
     ],
+    "AdaBelief": [
+        ("default", lambda: optim.AdaBelief(0.01), False),
+        ("wd-nesterov", lambda: optim.AdaBelief(0.01, weight_decay=0.1, nesterov=True, eps=1e-8), False),
+        ("cosine-coupled-ams", lambda: optim.AdaBelief(optim.cosine_decay(0.01, 20), weight_decay=0.1, decouple=False, ams_bound=True), True),
+    ],
+    "LaProp": [
+        ("default", lambda: optim.LaProp(0.01), False),
+        ("wd-centered", lambda: optim.LaProp(0.01, weight_decay=0.1, centered=True, steps_before_using_centered=1), False),
+        ("cosine-coupled-ams", lambda: optim.LaProp(optim.cosine_decay(0.01, 20), weight_decay=0.1, decouple=False, ams_bound=True), True),
+    ],
+    "AdamAtan2": [
+        ("default", lambda: optim.AdamAtan2(0.01), False),
+        ("wd-a-b", lambda: optim.AdamAtan2(0.01, weight_decay=0.1, a=2.0, b=0.5, betas=(0.3, 0.6)), False),
+        ("cosine-cautious-wd", lambda: optim.AdamAtan2(optim.cosine_decay(0.01, 20), weight_decay=0.1, cautious_wd=True), True),
+    ],
+    "StableAdamW": [
+        ("default", lambda: optim.StableAdamW(0.01), False),
+        ("cosine-coupled", lambda: optim.StableAdamW(optim.cosine_decay(0.01, 20), weight_decay=0.1, decouple=False, eps=1e-6), True),
+    ],
+    "CautiousAdamW": [
+        ("default", lambda: optim.CautiousAdamW(0.01), False),
+        ("cosine-count-bc", lambda: optim.CautiousAdamW(optim.cosine_decay(0.01, 20), bias_correction=True, cautious_scale="count"), True),
+    ],
+    "CautiousLion": [
+        ("wd", lambda: optim.CautiousLion(0.001, weight_decay=0.1), False),
+    ],
+    "AdamAtan2-cautious": [
+        ("factor", lambda: optim.AdamAtan2(0.01, weight_decay=0.1, cautious_factor=0.25), False),
+    ],
 }
 NAMES = list(CONFIGS)
 

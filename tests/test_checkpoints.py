@@ -55,6 +55,13 @@ OPTIMIZERS = {
     "Prodigy": lambda: optim.Prodigy(SCHEDULE, weight_decay=0.01, use_bias_correction=True),
     "Muon-variants": lambda: optim.Muon(SCHEDULE, ns_coefficients="polar_express", normuon=True,
                                         adjust_lr="match_rms_adamw", decoupled_weight_decay=True),
+    "AdaBelief": lambda: optim.AdaBelief(SCHEDULE, weight_decay=0.01, ams_bound=True),
+    "LaProp": lambda: optim.LaProp(SCHEDULE, weight_decay=0.01, centered=True, ams_bound=True),
+    "AdamAtan2": lambda: optim.AdamAtan2(SCHEDULE, weight_decay=0.01, cautious_wd=True),
+    "StableAdamW": lambda: optim.StableAdamW(SCHEDULE, weight_decay=0.01),
+    "CautiousAdamW": lambda: optim.CautiousAdamW(SCHEDULE, bias_correction=True, cautious_scale="count"),
+    "LaProp-cautious": lambda: optim.LaProp(SCHEDULE, weight_decay=0.01, cautious=True),
+    "AdamAtan2-cautious": lambda: optim.AdamAtan2(SCHEDULE, weight_decay=0.01, cautious_factor=0.5),
 }
 
 

@@ -13,40 +13,57 @@ from .errors import CheckpointError, MissingStateError, TreeMismatchError
 from .io import load, load_params, read_metadata, save
 from .optimizers import (
     ADOPT,
+    EMA,
     LAMB,
     LARS,
     SGD,
+    SWA,
+    AdaBelief,
     AdaDelta,
     Adafactor,
     Adagrad,
     Adam,
+    AdamAtan2,
     Adamax,
     AdamW,
     Adan,
-    AdEMAMix,
-    Lion,
-    MultiOptimizer,
-    Muon,
-    Optimizer,
-    RMSprop,
-    SignSGD,
-    Signum,
-    SimplifiedAdEMAMix,
-    clip_grad_norm,
-)
-from .optimizers._accumulate import GradientAccumulation
-from .optimizers._average import EMA, SWA
-from .optimizers._guards import (
     AdaptiveGradClip,
+    AdEMAMix,
     ApplyIfFinite,
+    CautiousAdam,
+    CautiousAdamW,
+    CautiousLion,
     ClipByBlockRMS,
     ClipByGlobalNorm,
     ClipByTensorNorm,
     ClipByValue,
+    GradientAccumulation,
+    Group,
+    LaProp,
+    Lion,
+    Lookahead,
+    MultiOptimizer,
+    Muon,
+    NAdam,
+    NAdamW,
+    Optimizer,
+    Prodigy,
+    RAdam,
+    RMSprop,
+    ScheduleFreeAdamW,
+    ScheduleFreeRAdam,
+    ScheduleFreeSGD,
+    SignSGD,
+    Signum,
+    SimplifiedAdEMAMix,
+    StableAdamW,
+    Wrapper,
     ZeroNaNs,
+    clip_grad_norm,
+    group,
+    no_decay_1d,
+    register_predicate,
 )
-from .optimizers._lookahead import Lookahead
-from .optimizers._wrapper import Wrapper
 from .schedulers import (
     constant_warmup,
     cosine_decay,
@@ -68,46 +85,76 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ADOPT",
+    "EMA",
     "LAMB",
     "LARS",
     "SGD",
+    "SWA",
     "AdEMAMix",
+    "AdaBelief",
     "AdaDelta",
     "Adafactor",
     "Adagrad",
     "Adam",
+    "AdamAtan2",
     "AdamW",
     "Adamax",
     "Adan",
+    "AdaptiveGradClip",
+    "ApplyIfFinite",
+    "CautiousAdam",
+    "CautiousAdamW",
+    "CautiousLion",
     "CheckpointError",
+    "ClipByBlockRMS",
+    "ClipByGlobalNorm",
+    "ClipByTensorNorm",
+    "ClipByValue",
+    "GradientAccumulation",
+    "Group",
+    "LaProp",
     "Lion",
+    "Lookahead",
     "MissingStateError",
     "MultiOptimizer",
     "Muon",
+    "NAdam",
+    "NAdamW",
     "Optimizer",
+    "Prodigy",
+    "RAdam",
     "RMSprop",
+    "ScheduleFreeAdamW",
+    "ScheduleFreeRAdam",
+    "ScheduleFreeSGD",
     "SignSGD",
     "Signum",
     "SimplifiedAdEMAMix",
+    "StableAdamW",
     "TreeMismatchError",
+    "Wrapper",
+    "ZeroNaNs",
     "__version__",
     "clip_grad_norm",
     "constant_warmup",
     "cosine_decay",
     "cosine_restarts",
     "exponential_decay",
+    "group",
     "inverse_sqrt",
     "join_schedules",
     "linear_schedule",
     "load",
     "load_params",
     "module_grads",
+    "no_decay_1d",
     "one_cycle",
     "optimizers",
     "piecewise_constant",
     "piecewise_linear",
     "polynomial_decay",
     "read_metadata",
+    "register_predicate",
     "save",
     "schedulers",
     "step_decay",
@@ -115,43 +162,3 @@ __all__ = [
     "warmup_cosine_decay",
     "warmup_stable_decay",
 ]
-
-__all__ += [
-    "EMA",
-    "SWA",
-    "AdaptiveGradClip",
-    "ApplyIfFinite",
-    "ClipByBlockRMS",
-    "ClipByGlobalNorm",
-    "ClipByTensorNorm",
-    "ClipByValue",
-    "GradientAccumulation",
-    "Lookahead",
-    "Wrapper",
-    "ZeroNaNs",
-]
-
-# parameter groups (per-parameter hyperparameters on one optimizer)
-from .optimizers._groups import Group, group, no_decay_1d, register_predicate  # noqa: E402
-
-__all__ += ["Group", "group", "no_decay_1d", "register_predicate"]
-
-# schedule-free optimizers
-from .optimizers._schedule_free import (  # noqa: E402, RUF100
-    ScheduleFreeAdamW,
-    ScheduleFreeRAdam,
-    ScheduleFreeSGD,
-)
-
-__all__ += ["ScheduleFreeAdamW", "ScheduleFreeRAdam", "ScheduleFreeSGD"]
-
-# NAdam, NAdamW, RAdam
-from .optimizers._nadam import NAdam, NAdamW  # noqa: E402, RUF100
-from .optimizers._radam import RAdam  # noqa: E402, RUF100
-
-__all__ += ["NAdam", "NAdamW", "RAdam"]
-
-# Prodigy (learning-rate free)
-from .optimizers._prodigy import Prodigy  # noqa: E402, RUF100
-
-__all__ += ["Prodigy"]

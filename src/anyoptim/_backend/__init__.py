@@ -9,7 +9,7 @@ up, so ``import anyoptim`` never imports NumPy's peers.
 Operations the optimizers rely on (all array-API standard names)::
 
     asarray astype zeros zeros_like sqrt abs maximum minimum sign where mean sum
-    square matmul matrix_transpose reshape cos float32 uint64 int32
+    square matmul matrix_transpose reshape cos float32 uint64 int32 atan2
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ __all__ = [
 OPS = [
     "asarray", "astype", "zeros", "zeros_like", "sqrt", "abs", "maximum", "minimum", "sign",
     "where", "mean", "sum", "square", "matmul", "matrix_transpose", "reshape", "cos", "float32",
-    "uint64", "int32",
+    "uint64", "int32", "atan2",
 ]
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 #: The functions an element function may take from ``ops``.
-OPS = ("sqrt", "abs", "sign", "maximum", "minimum", "where")
+OPS = ("sqrt", "abs", "sign", "maximum", "minimum", "where", "atan2")
 
 Hyper = Mapping[str, Any]
 

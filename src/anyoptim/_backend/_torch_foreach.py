@@ -108,6 +108,7 @@ def list_ops() -> types.ModuleType:
     ops.maximum = maximum  # type: ignore[attr-defined]
     ops.minimum = minimum  # type: ignore[attr-defined]
     ops.where = where  # type: ignore[attr-defined]
+    ops.atan2 = lambda a, b: _pairwise(torch.atan2, _as_tensor(a, b), _as_tensor(b, a))  # type: ignore[attr-defined]
     return ops
 
 

@@ -124,6 +124,12 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         OptimizerInfo("NAdamW", 2e-3),
         OptimizerInfo("RAdam", 1e-3),
         OptimizerInfo("Prodigy", 1.0, "learning-rate free: --lr multiplies the estimate"),
+        OptimizerInfo("AdaBelief", 1e-3),
+        OptimizerInfo("LaProp", 1e-3),
+        OptimizerInfo("AdamAtan2", 1e-3),
+        OptimizerInfo("StableAdamW", 1e-3),
+        OptimizerInfo("CautiousAdamW", 1e-3),
+        OptimizerInfo("CautiousLion", 3e-4),
     )
 }
 

@@ -32,6 +32,7 @@ Example:
     Array([0.9989999, 0.9989999, 0.9989999], dtype=float32)
 """
 
+from ._belief import adabelief, adam_atan2, laprop, stable_adamw
 from ._core import (
     State,
     adadelta,
@@ -52,13 +53,18 @@ from ._core import (
     to_anyoptim_state,
 )
 from ._more import adan, ademamix, adopt, lamb, lars, sign_sgd, signum, simplified_ademamix
+from ._prodigy import prodigy
+from ._radam import radam
+from ._schedule_free import schedule_free_adamw, schedule_free_eval_params, schedule_free_sgd
 
 __all__ = [
     "State",
+    "adabelief",
     "adadelta",
     "adafactor",
     "adagrad",
     "adam",
+    "adam_atan2",
     "adamax",
     "adamaxw",
     "adamw",
@@ -68,34 +74,22 @@ __all__ = [
     "from_anyoptim_state",
     "from_optimizer",
     "lamb",
+    "laprop",
     "lars",
     "lion",
     "muon",
     "nadam",
     "nadamw",
+    "prodigy",
+    "radam",
     "rmsprop",
+    "schedule_free_adamw",
+    "schedule_free_eval_params",
+    "schedule_free_sgd",
     "sgd",
     "sign_sgd",
     "signum",
     "simplified_ademamix",
+    "stable_adamw",
     "to_anyoptim_state",
 ]
-
-# schedule-free optimizers (optax.contrib's names)
-from ._schedule_free import (
-    schedule_free_adamw,
-    schedule_free_eval_params,
-    schedule_free_sgd,
-)
-
-__all__ += ["schedule_free_adamw", "schedule_free_eval_params", "schedule_free_sgd"]
-
-# RAdam (optax's name; nadam and nadamw are above)
-from ._radam import radam  # noqa: E402, RUF100
-
-__all__ += ["radam"]
-
-# Prodigy (optax.contrib's name)
-from ._prodigy import prodigy  # noqa: E402, RUF100
-
-__all__ += ["prodigy"]

@@ -1,4 +1,4 @@
-r"""anyoptim as ``torch.optim`` optimizers: drop-ins for PyTorch training stacks.
+"""anyoptim as ``torch.optim`` optimizers: drop-ins for PyTorch training stacks.
 
 Every class here is a genuine :class:`torch.optim.Optimizer` subclass, so LR schedulers,
 ``torch.amp.GradScaler``, ``clip_grad_norm_``, Hugging Face ``Trainer``/accelerate, Lightning,
@@ -28,51 +28,47 @@ This module imports torch; ``import anyoptim`` never imports it.
 
 from ._adam import Adam, AdamW
 from ._adaptive import AdaDelta, Adadelta, Adagrad, Adamax, Lion
+from ._belief import AdaBelief, AdamAtan2, LaProp, StableAdamW
 from ._classic import SGD, RMSprop
 from ._convert import from_anyoptim, load, save, to_anyoptim
+from ._groups import param_groups
 from ._matrix import Adafactor, Muon
 from ._more import ADOPT, Adan, AdEMAMix, SignSGD
+from ._nadam_radam import NAdam, RAdam
+from ._prodigy import Prodigy
+from ._schedule_free import AdamWScheduleFree, RAdamScheduleFree, SGDScheduleFree
 from ._wrap import Optimizer
 
 __all__ = [
     "ADOPT",
     "SGD",
     "AdEMAMix",
+    "AdaBelief",
     "AdaDelta",
     "Adadelta",
     "Adafactor",
     "Adagrad",
     "Adam",
+    "AdamAtan2",
     "AdamW",
+    "AdamWScheduleFree",
     "Adamax",
     "Adan",
+    "LaProp",
     "Lion",
     "Muon",
+    "NAdam",
     "Optimizer",
+    "Prodigy",
+    "RAdam",
+    "RAdamScheduleFree",
     "RMSprop",
+    "SGDScheduleFree",
     "SignSGD",
+    "StableAdamW",
     "from_anyoptim",
     "load",
+    "param_groups",
     "save",
     "to_anyoptim",
 ]
-
-# torch param_groups from anyoptim.group specs
-from ._groups import param_groups
-
-__all__ += ["param_groups"]
-
-# schedule-free optimizers (schedulefree's names)
-from ._schedule_free import AdamWScheduleFree, RAdamScheduleFree, SGDScheduleFree  # noqa: E402, RUF100
-
-__all__ += ["AdamWScheduleFree", "RAdamScheduleFree", "SGDScheduleFree"]
-
-# NAdam and RAdam (torch.optim's names)
-from ._nadam_radam import NAdam, RAdam  # noqa: E402, RUF100
-
-__all__ += ["NAdam", "RAdam"]
-
-# Prodigy (prodigyopt's name)
-from ._prodigy import Prodigy  # noqa: E402, RUF100
-
-__all__ += ["Prodigy"]
