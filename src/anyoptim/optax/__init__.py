@@ -32,26 +32,12 @@ Example:
     Array([0.9989999, 0.9989999, 0.9989999], dtype=float32)
 """
 
+from ._adam import adam, adamax, adamaxw, adamw, nadam, nadamw
 from ._belief import adabelief, adam_atan2, laprop, stable_adamw
-from ._core import (
-    State,
-    adadelta,
-    adafactor,
-    adagrad,
-    adam,
-    adamax,
-    adamaxw,
-    adamw,
-    from_anyoptim_state,
-    from_optimizer,
-    lion,
-    muon,
-    nadam,
-    nadamw,
-    rmsprop,
-    sgd,
-    to_anyoptim_state,
-)
+from ._classic import adadelta, adagrad, lion, rmsprop, sgd
+from ._common import State
+from ._convert import from_anyoptim_state, from_optimizer, to_anyoptim_state
+from ._matrix import adafactor, muon
 from ._more import adan, ademamix, adopt, lamb, lars, sign_sgd, signum, simplified_ademamix
 from ._prodigy import prodigy
 from ._radam import radam

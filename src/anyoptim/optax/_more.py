@@ -19,7 +19,8 @@ import optax
 
 from ..optimizers import ADOPT, LAMB, LARS, Adan, AdEMAMix, SignSGD, Signum, SimplifiedAdEMAMix
 from ..optimizers._base import Optimizer
-from ._core import _decay_flags, _flatten, _paths, from_optimizer
+from ._common import _decay_flags, _flatten
+from ._convert import _paths, from_optimizer
 
 __all__ = ["adan", "ademamix", "adopt", "lamb", "lars", "sign_sgd", "signum", "simplified_ademamix"]
 

@@ -12,7 +12,8 @@ from typing import Any
 import optax
 
 from ..optimizers import Prodigy
-from ._core import _check_beta, _check_schedule, from_optimizer
+from ._common import _check_beta, _check_schedule
+from ._convert import from_optimizer
 
 __all__ = ["prodigy"]
 

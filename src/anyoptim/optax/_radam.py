@@ -1,7 +1,7 @@
 """``optax.radam`` with optax's signature, defaults and maths, run by :func:`from_optimizer`
 on :class:`anyoptim.RAdam` (``convention="optax"``): there is no second copy of the update.
 
-(``anyoptim.optax.nadam`` / ``nadamw`` are in :mod:`._core`, on optax's Adam rule with
+(``anyoptim.optax.nadam`` / ``nadamw`` are in :mod:`._adam`, on optax's Adam rule with
 ``nesterov=True``; :class:`anyoptim.NAdam` with ``convention="optax"`` is the same maths.)
 """
 

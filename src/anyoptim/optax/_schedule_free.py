@@ -14,7 +14,8 @@ import jax
 import optax
 
 from ..optimizers import ScheduleFreeAdamW, ScheduleFreeSGD
-from ._core import _flatten, _lookup, _paths, from_optimizer
+from ._common import _flatten
+from ._convert import _lookup, _paths, from_optimizer
 
 __all__ = ["schedule_free_adamw", "schedule_free_eval_params", "schedule_free_sgd"]
 
