@@ -68,6 +68,10 @@ class Optimizer:
     _fused_allowed = True
     # what the executors keep between updates (anyoptim._backend._execute.KernelCache)
     _kernels: Any
+    #: top-level scalar state entries of the optimizer itself (NAdam's mu_product, ...)
+    _extra_scalars: tuple[str, ...] = ()
+    #: whether the lazy init of the first update sees the parameters (state starting at them)
+    _init_from_parameters = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # every optimizer's constructor takes the keyword-only option ``groups=`` (see the
@@ -352,6 +356,28 @@ class Optimizer:
                inplace: bool) -> tuple[Any, bool]:
         return _step.apply(self, gradients, parameters, hyper, inplace)
 
+    def _adopt_extra(self, like: Any, initial: Mapping[str, float], wide_on_mlx: bool = False
+                     ) -> None:
+        """Create (from ``initial``, in float64) or move to ``like``'s library the top-level
+        scalars of :attr:`_extra_scalars`; on MLX in float32 (its GPU has no float64), or in
+        float64 with ``wide_on_mlx`` when ``like`` is float64."""
+        state, lib = self._state, library_name(like)
+        for key in self._extra_scalars:
+            value = state.get(key)
+            if value is None:
+                value = np.asarray(initial[key], np.float64)
+            if library_name(value) != lib:
+                if lib == "mlx":
+                    import mlx.core as mx
+
+                    host = value if library_name(value) == "numpy" else _backend._to_numpy(value)
+                    wide = wide_on_mlx and "float64" in str(getattr(like, "dtype", ""))
+                    value = mx.array(np.asarray(host, np.float64 if wide else np.float32),
+                                     dtype=mx.float64 if wide else mx.float32)
+                else:
+                    value = _backend.to_library(value, like)
+            state[key] = value
+
     def _advance(self) -> dict[str, Any]:
         """Evaluate the schedules and increase the step; return what to restore on failure."""
         state = self._state
@@ -392,7 +418,7 @@ class Optimizer:
 
     def _scalar_keys(self) -> tuple[str, ...]:
         return ("step", "learning_rate", *self._schedulers,
-                *((SKIPPED,) if self.skip_nonfinite else ()))
+                *((SKIPPED,) if self.skip_nonfinite else ()), *self._extra_scalars)
 
     def _adopt_scalars(self, like: Any) -> None:
         """Move ``step``, ``learning_rate`` and the scheduled entries to ``like``'s library,
@@ -412,7 +438,8 @@ class Optimizer:
 
     def _check_reserved(self, tree: Any, what: str) -> None:
         if isinstance(tree, Mapping):
-            for key in (*RESERVED, *self._schedulers, *((SKIPPED,) if self.skip_nonfinite else ())):
+            for key in (*RESERVED, *self._schedulers, *((SKIPPED,) if self.skip_nonfinite else ()),
+                        *self._extra_scalars):
                 if key in tree:
                     raise ValueError(
                         f"{type(self).__name__}: the {what} tree has a top-level entry named "

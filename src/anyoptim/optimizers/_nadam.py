@@ -9,13 +9,11 @@ per update by :meth:`NAdam._advance`, before the elementwise maths.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from .. import _backend
-from .._backend import finalize, library_name
+from .._backend import finalize
 from .._backend._rules import Elementwise, Hyper, is_zero, static
 from ._base import LearningRate, Optimizer
 from ._radam import check_common, one_minus_pow, weight_decay_mode, widen, work_dtype
@@ -148,6 +146,8 @@ class NAdam(Optimizer):
         (array([-0.184,  0.184], dtype=float32), True)
     """
 
+    _extra_scalars = SCALARS
+
     _name = "NAdam"
     rule = RULE
     hyperparameters: tuple[str, ...] = ("betas", "eps", "weight_decay", "momentum_decay",
@@ -191,34 +191,9 @@ class NAdam(Optimizer):
             h["_nadam"] = now
         return h
 
-    def _scalar_keys(self) -> tuple[str, ...]:
-        return (*super()._scalar_keys(), *SCALARS)
-
-    def _check_reserved(self, tree: Any, what: str) -> None:
-        super()._check_reserved(tree, what)
-        if isinstance(tree, Mapping):
-            for key in SCALARS:
-                if key in tree:
-                    raise ValueError(
-                        f"{type(self).__name__}: the {what} tree has a top-level entry named "
-                        f"{key!r}, which collides with the optimizer's own {key!r} state entry. "
-                        "Rename the parameter or nest the parameters one level deeper "
-                        "(e.g. {'model': params})."
-                    )
-
     def _adopt_scalars(self, like: Any) -> None:
         super()._adopt_scalars(like)
-        state = self._state
-        lib = library_name(like)
-        value = state.get("mu_product")
-        if value is None:
-            value = np.asarray(1.0, np.float64)
-        if library_name(value) != lib:
-            if lib == "mlx":  # no float64 on MLX's GPU
-                host = value if library_name(value) == "numpy" else _backend._to_numpy(value)
-                value = np.asarray(host, np.float32)
-            value = _backend.to_library(value, like)
-        state["mu_product"] = value
+        self._adopt_extra(like, {"mu_product": 1.0})
 
     def _advance(self) -> dict[str, Any]:
         state = self._state

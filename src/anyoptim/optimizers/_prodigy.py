@@ -19,14 +19,12 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from .. import _backend
 from .._backend import finalize, library_name
 from .._backend._rules import Elementwise, Hyper, is_zero
-from . import _tree
 from ._base import LearningRate, Optimizer
 from ._validate import check_betas, require
+from ._wrapper import copy_array
 
 SCALARS = ("d", "d_max", "d_numerator")
 #: hyperparameters that must be the same for every parameter (they shape the global d)
@@ -217,6 +215,9 @@ class Prodigy(Optimizer):
         (array([ 0.999985, -0.999985]), True)
     """
 
+    _extra_scalars = SCALARS
+    _init_from_parameters = True  # p0 is the parameters
+
     rule = RULE
     hyperparameters: tuple[str, ...] = (
         "betas", "beta3", "eps", "weight_decay", "decouple", "use_bias_correction",
@@ -267,71 +268,15 @@ class Prodigy(Optimizer):
     def init_single(self, parameter: Any, state: dict[str, Any]) -> None:
         xp = self.xp
         state["s"] = xp.zeros_like(parameter)
-        state["p0"] = xp.array(parameter) if getattr(xp, "__name__", "") == "mlx.core" \
-            else xp.asarray(parameter, copy=True)
+        state["p0"] = copy_array(parameter)  # (torch: detached, so no requires_grad copy)
         state["m"] = xp.zeros_like(parameter)
         state["v"] = xp.zeros_like(parameter)
 
-    def _apply(self, gradients: Any, parameters: Any, hyper: Any,
-               inplace: bool) -> tuple[Any, bool]:
-        # p0 is the parameters (MLX's lazy init would see only the gradients)
-        rollback = None
-        if not self._initialized:
-            try:
-                like: list[Any] = []
-                structure = _tree.gather(gradients, parameters, parameters, [], like, [])
-                matching = _tree.unflatten(structure, iter(like))
-            except Exception:  # the update itself reports the mismatch
-                matching = None
-            if matching is not None:
-                rollback = _tree.snapshot_dicts(self._state)
-                try:
-                    self.init(matching)
-                except BaseException:
-                    self._rollback_init(rollback)
-                    raise
-        try:
-            return super()._apply(gradients, parameters, hyper, inplace)
-        except BaseException:
-            self._rollback_init(rollback)
-            raise
-
-    def _scalar_keys(self) -> tuple[str, ...]:
-        return (*super()._scalar_keys(), *SCALARS)
-
-    def _check_reserved(self, tree: Any, what: str) -> None:
-        super()._check_reserved(tree, what)
-        if isinstance(tree, Mapping):
-            for key in SCALARS:
-                if key in tree:
-                    raise ValueError(
-                        f"Prodigy: the {what} tree has a top-level entry named {key!r}, which "
-                        f"collides with the optimizer's own {key!r} state entry. Rename the "
-                        "parameter or nest the parameters one level deeper "
-                        "(e.g. {'model': params})."
-                    )
-
     def _adopt_scalars(self, like: Any) -> None:
         super()._adopt_scalars(like)
-        state = self._state
-        lib = library_name(like)
-        initial = {"d": self.d0, "d_max": self.d0, "d_numerator": 0.0}
-        for key in SCALARS:
-            value = state.get(key)
-            if value is None:
-                value = np.asarray(initial[key], np.float64)
-            if library_name(value) != lib:
-                if lib == "mlx":
-                    import mlx.core as mx
-
-                    # float64 only with float64 parameters (MLX's GPU has none)
-                    host = value if library_name(value) == "numpy" else _backend._to_numpy(value)
-                    wide = "float64" in str(getattr(like, "dtype", ""))
-                    value = mx.array(np.asarray(host, np.float64 if wide else np.float32),
-                                     dtype=mx.float64 if wide else mx.float32)
-                else:
-                    value = _backend.to_library(value, like)
-            state[key] = value
+        # float64 on MLX too when the parameters are float64
+        self._adopt_extra(like, {"d": self.d0, "d_max": self.d0, "d_numerator": 0.0},
+                          wide_on_mlx=True)
 
     def _advance(self) -> dict[str, Any]:
         state = self._state

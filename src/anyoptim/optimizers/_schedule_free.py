@@ -14,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from .. import _backend
 from .._backend import finalize, library_name
 from . import _tree
@@ -39,6 +37,13 @@ class _ScheduleFree(Optimizer):
     weight computed once per update, the evaluation and training points."""
 
     _kind = "adamw"
+    _extra_scalars = SCALARS
+    _init_from_parameters = True  # z starts at the parameters
+
+    def _adopt_scalars(self, like: Any) -> None:
+        super()._adopt_scalars(like)
+        self._adopt_extra(like, {"b1": float(first_beta(self.hyper())), "max_lr": 0.0,
+                                 "weight_sum": 0.0})
 
     def init_single(self, parameter: Any, state: dict[str, Any]) -> None:
         xp = self.xp
@@ -46,67 +51,12 @@ class _ScheduleFree(Optimizer):
         if "v" in self.rule.state:  # type: ignore[union-attr]
             state["v"] = xp.zeros_like(parameter)
 
-    def _apply(self, gradients: Any, parameters: Any, hyper: Any,
-               inplace: bool) -> tuple[Any, bool]:
-        # z starts at the parameters (MLX's lazy init would see only the gradients)
-        rollback = None
-        if not self._initialized:
-            try:
-                like: list[Any] = []
-                structure = _tree.gather(gradients, parameters, parameters, [], like, [])
-                matching = _tree.unflatten(structure, iter(like))
-            except Exception:  # the step itself reports the mismatch
-                matching = None
-            if matching is not None:
-                rollback = _tree.snapshot_dicts(self._state)
-                try:
-                    self.init(matching)
-                except BaseException:
-                    self._rollback_init(rollback)
-                    raise
-        try:
-            return super()._apply(gradients, parameters, hyper, inplace)
-        except BaseException:
-            self._rollback_init(rollback)
-            raise
-
     def hyper(self) -> dict[str, Any]:
         h = super().hyper()
         now = self.__dict__.get("_sf_now")
         if now is not None:
             h["_sf"] = now
         return h
-
-    def _scalar_keys(self) -> tuple[str, ...]:
-        return (*super()._scalar_keys(), *SCALARS)
-
-    def _check_reserved(self, tree: Any, what: str) -> None:
-        super()._check_reserved(tree, what)
-        if isinstance(tree, Mapping):
-            for key in SCALARS:
-                if key in tree:
-                    raise ValueError(
-                        f"{type(self).__name__}: the {what} tree has a top-level entry named "
-                        f"{key!r}, which collides with the optimizer's own {key!r} state entry. "
-                        "Rename the parameter or nest the parameters one level deeper "
-                        "(e.g. {'model': params})."
-                    )
-
-    def _adopt_scalars(self, like: Any) -> None:
-        super()._adopt_scalars(like)
-        state = self._state
-        lib = library_name(like)
-        initial = {"b1": float(first_beta(self.hyper())), "max_lr": 0.0, "weight_sum": 0.0}
-        for key in SCALARS:
-            value = state.get(key)
-            if value is None:
-                value = np.asarray(initial[key], np.float64)
-            if library_name(value) != lib:
-                if lib == "mlx":  # no float64 on MLX's GPU
-                    host = value if library_name(value) == "numpy" else _backend._to_numpy(value)
-                    value = np.asarray(host, np.float32)
-                value = _backend.to_library(value, like)
-            state[key] = value
 
     def _advance(self) -> dict[str, Any]:
         state = self._state

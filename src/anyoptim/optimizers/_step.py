@@ -35,6 +35,20 @@ class _LeafError(Exception):
         self.index, self.kind, self.message = index, kind, message
 
 
+def _init_tree(opt: Optimizer, gradients: Any, parameters: Any) -> Any:
+    """What the lazy init sees: the gradients (as MLX), or, for state that starts at the
+    parameters (``_init_from_parameters``: schedule-free's z, Prodigy's p0), the parameters
+    matching the gradients (the gradients where they do not match: the update reports it)."""
+    if not opt._init_from_parameters:
+        return gradients
+    try:
+        like: list[Any] = []
+        structure = _tree.gather(gradients, parameters, parameters, [], like, [])
+        return _tree.unflatten(structure, iter(like))
+    except Exception:
+        return gradients
+
+
 def apply(opt: Optimizer, gradients: Any, parameters: Any, hyper: Hyperparameters | None,
           inplace: bool) -> tuple[Any, bool]:
     """Run one update; return the new parameter tree and whether it was written in place."""
@@ -54,7 +68,7 @@ def apply(opt: Optimizer, gradients: Any, parameters: Any, hyper: Hyperparameter
         # All-or-nothing includes the lazy init: a failed call leaves no new state behind.
         rollback = _tree.snapshot_dicts(state)
         try:
-            opt.init(gradients)
+            opt.init(_init_tree(opt, gradients, parameters))
         except BaseException:
             opt._rollback_init(rollback)
             raise
