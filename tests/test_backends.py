@@ -281,6 +281,14 @@ CONFIGS: dict[str, list[tuple[str, Callable[[], optim.Optimizer], bool]]] = {
     "CautiousLion": [
         ("wd", lambda: optim.CautiousLion(0.001, weight_decay=0.1), False),
     ],
+    "Adam-amsgrad": [
+        ("default", lambda: optim.Adam(0.01, amsgrad=True), False),
+        ("cosine-bc-wd", lambda: optim.AdamW(optim.cosine_decay(0.01, 20), bias_correction=True, amsgrad=True), True),
+    ],
+    "cautious-flag": [
+        ("adamw-ams", lambda: optim.AdamW(0.01, amsgrad=True, cautious=True), False),
+        ("lion-count", lambda: optim.Lion(0.001, weight_decay=0.1, cautious=True, cautious_scale="count"), False),
+    ],
     "AdamAtan2-cautious": [
         ("factor", lambda: optim.AdamAtan2(0.01, weight_decay=0.1, cautious_factor=0.25), False),
     ],

@@ -60,6 +60,8 @@ OPTIMIZERS = {
     "AdamAtan2": lambda: optim.AdamAtan2(SCHEDULE, weight_decay=0.01, cautious_wd=True),
     "StableAdamW": lambda: optim.StableAdamW(SCHEDULE, weight_decay=0.01),
     "CautiousAdamW": lambda: optim.CautiousAdamW(SCHEDULE, bias_correction=True, cautious_scale="count"),
+    "AdamW-amsgrad-cautious": lambda: optim.AdamW(SCHEDULE, bias_correction=True, amsgrad=True, cautious=True),
+    "Lion-cautious": lambda: optim.Lion(SCHEDULE, weight_decay=0.01, cautious=True),
     "LaProp-cautious": lambda: optim.LaProp(SCHEDULE, weight_decay=0.01, cautious=True),
     "AdamAtan2-cautious": lambda: optim.AdamAtan2(SCHEDULE, weight_decay=0.01, cautious_factor=0.5),
 }

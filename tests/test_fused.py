@@ -24,6 +24,8 @@ CONFIGS = [
     ("Adam", {"bias_correction": True, "betas": [0.8, 0.99]}),
     ("AdamW", {"bias_correction": True}),
     ("AdamW", {"weight_decay": 0.1}),
+    ("Adam", {"amsgrad": True}),
+    ("AdamW", {"amsgrad": True, "bias_correction": True, "weight_decay": 0.1}),
     ("Adamax", {}),
     ("Lion", {"weight_decay": 0.1}),
     ("Lion", {"weight_decay": -0.1}),

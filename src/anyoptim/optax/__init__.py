@@ -32,7 +32,7 @@ Example:
     Array([0.9989999, 0.9989999, 0.9989999], dtype=float32)
 """
 
-from ._adam import adam, adamax, adamaxw, adamw, nadam, nadamw
+from ._adam import adam, adamax, adamaxw, adamw, amsgrad, nadam, nadamw
 from ._belief import adabelief, adam_atan2, laprop, stable_adamw
 from ._classic import adadelta, adagrad, lion, rmsprop, sgd
 from ._common import State
@@ -55,6 +55,7 @@ __all__ = [
     "adamaxw",
     "adamw",
     "adan",
+    "amsgrad",
     "ademamix",
     "adopt",
     "from_anyoptim_state",

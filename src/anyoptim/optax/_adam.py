@@ -1,4 +1,5 @@
-"""``anyoptim.optax.adam``, ``adamw``, ``nadam``, ``nadamw``, ``adamax`` and ``adamaxw``: optax's signatures and defaults on anyoptim's rules."""
+"""``anyoptim.optax.adam``, ``adamw``, ``nadam``, ``nadamw``, ``amsgrad``, ``adamax`` and
+``adamaxw``: optax's signatures and defaults on anyoptim's rules."""
 
 from __future__ import annotations
 
@@ -66,6 +67,86 @@ def _adam_like(name: str, learning_rate: Any, b1: Any, b2: Any, eps: Any, eps_ro
     return _elementwise(name, _ADAM, h, {"mu": (0, mu_dtype), "nu": (0, None)},
                         learning_rate=learning_rate, weight_decay=weight_decay, mask=mask,
                         needs_params=weight_decay is not None)
+
+
+def _amsgrad_element(ops: Any, flags: tuple[Any, ...]) -> Any:
+    lr_kind, _decay, correct_mu, correct_nu = flags
+
+    def amsgrad(p: Any, g: Any, mu: Any, nu: Any, nu_max: Any, sc: Any) -> Any:
+        s = sc[0]
+        b1, b2 = s["b1"], s["b2"]
+        mu = (1 - b1) * g + b1 * mu
+        nu = (1 - b2) * (g * g) + b2 * nu
+        mu_hat = mu / s["bc1"].astype(mu.dtype) if correct_mu else mu
+        nu_eff = nu / s["bc2"].astype(nu.dtype) if correct_nu else nu
+        # optax keeps the maximum of the (by default bias-corrected) moment; torch's AMSGrad,
+        # anyoptim.Adam(amsgrad=True), keeps the maximum of the raw one
+        nu_max = ops.maximum(nu_max, nu_eff)
+        u = mu_hat / (ops.sqrt(nu_max + s["eps_root"]) + s["eps"])
+        return _scale(u, lr_kind, s["lr"]), mu, nu, nu_max
+
+    return amsgrad
+
+
+_AMSGRAD = Elementwise(state=("mu", "nu", "nu_max"), element=_amsgrad_element,
+                       scalars=_scalars, flags=_flags)
+
+
+def amsgrad(
+    learning_rate: ScalarOrSchedule,
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-8,
+    eps_root: Any = 0.0,
+    mu_dtype: Any = None,
+    bias_correction_mu: bool = True,
+    bias_correction_nu: bool = True,
+) -> optax.GradientTransformationExtraArgs:
+    r"""AMSGrad with optax's maths and defaults (``optax.amsgrad``, Reddi et al. 2018).
+
+    .. math::
+
+        \hat v_t = \max\left(\hat v_{t-1}, \frac{v_t}{1 - \beta_2^t}\right), \quad
+        u_t = -\eta_t \, \frac{m_t / (1 - \beta_1^t)}{\sqrt{\hat v_t + \epsilon_{root}}
+              + \epsilon}
+
+    The maximum is taken of the bias-corrected second moment (optax's choice); torch's
+    ``Adam(amsgrad=True)`` and ``anyoptim.Adam(amsgrad=True)`` take it of the raw moment and
+    correct afterwards, which differs while :math:`1 - \beta_2^t` still grows.
+
+    Args:
+        learning_rate: a number or an optax schedule of the update count.
+        b1: decay of the first moment, in [0, 1).
+        b2: decay of the second moment, in [0, 1).
+        eps: added to the denominator after the square root.
+        eps_root: added inside the square root.
+        mu_dtype: dtype of the first moment (default: the parameters').
+        bias_correction_mu: correct the first moment's bias. Default ``True``.
+        bias_correction_nu: correct the second moment's bias before the maximum. Default
+            ``True``; ``False`` (with ``bias_correction_mu=False``) is the paper's form.
+
+    Returns:
+        An ``optax.GradientTransformationExtraArgs``; its state is a :class:`State` with
+        moments ``"mu"``, ``"nu"`` and ``"nu_max"``.
+    """
+    name = "amsgrad"
+    _check_schedule(name, "learning_rate", learning_rate)
+    _check_beta(name, "b1", b1)
+    _check_beta(name, "b2", b2)
+    for param, value in (("eps", eps), ("eps_root", eps_root)):
+        _check_number(name, param, value)
+        _check(name, param, value, lambda v: v >= 0, ">= 0")
+    for param, value in (("bias_correction_mu", bias_correction_mu),
+                         ("bias_correction_nu", bias_correction_nu)):
+        _check(name, param, value, lambda v: isinstance(v, bool), "True or False")
+    h = {"b1": b1, "b2": b2, "eps": eps, "eps_root": eps_root,
+         "switches": (bias_correction_mu, bias_correction_nu),
+         "corrected": (("bc1", b1), ("bc2", b2))}
+    return _elementwise(name, _AMSGRAD, h,
+                        {"mu": (0, _canonical_dtype(mu_dtype)), "nu": (0, None),
+                         "nu_max": (0, None)},
+                        learning_rate=learning_rate, weight_decay=None, mask=None,
+                        needs_params=False)
 
 
 def adam(

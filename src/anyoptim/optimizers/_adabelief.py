@@ -10,7 +10,7 @@ from .._backend._rules import Elementwise, Hyper, is_zero, static
 from ._ademamix import _bias, _fn
 from ._adopt import number, step_value
 from ._base import LearningRate, Optimizer
-from ._cautious import CautiousMixin, check
+from ._cautious_mask import CautiousMixin, check
 from ._validate import check_betas, require
 
 

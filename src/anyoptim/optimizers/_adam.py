@@ -7,6 +7,7 @@ from typing import Any
 
 from .._backend._rules import Elementwise, Hyper, learning_rate
 from ._base import LearningRate, Optimizer
+from ._cautious_mask import CautiousMixin, check
 from ._validate import check_betas, require
 
 
@@ -42,6 +43,30 @@ def _adam(ops: Any, flags: tuple[bool, ...]) -> Any:
     return adam
 
 
+def _amsgrad(ops: Any, flags: tuple[bool, ...]) -> Any:
+    """Adam whose denominator uses the running maximum of the raw second moment (torch's
+    AMSGrad: the maximum is taken before the bias correction divides it)."""
+    decoupled, bias_correction = flags
+
+    def amsgrad(p: Any, g: Any, m: Any, v: Any, v_max: Any, sc: Any) -> Any:
+        lr, b1, one_minus_b1, b2, one_minus_b2, eps, decay, c1, c2 = sc
+        if decoupled:
+            p = p * decay
+        m = b1 * m + one_minus_b1 * g
+        v = b2 * v + one_minus_b2 * (g * g)
+        v_max = ops.maximum(v_max, v)
+        if bias_correction:
+            return p - (c1 * m) / (ops.sqrt(v_max) * c2 + eps), m, v, v_max
+        return p - lr * m / (ops.sqrt(v_max) + eps), m, v, v_max
+
+    return amsgrad
+
+
+RULE = Elementwise(state=("m", "v"), element=_adam, scalars=_adam_scalars, flags=_adam_flags)
+AMSGRAD_RULE = Elementwise(state=("m", "v", "v_max"), element=_amsgrad, scalars=_adam_scalars,
+                           flags=_adam_flags)
+
+
 def _adamax_scalars(xp: Any, h: Hyper, step: Any, dtype: Any) -> tuple[Any, ...]:
     b1, b2 = h["betas"]
     return (learning_rate(xp, h, dtype), b1, 1 - b1, b2, h["eps"])
@@ -57,7 +82,7 @@ def _adamax(ops: Any, flags: tuple) -> Any:
     return adamax
 
 
-class Adam(Optimizer):
+class Adam(CautiousMixin, Optimizer):
     r"""Adam (Kingma and Ba, "Adam: a method for stochastic optimization", ICLR 2015).
 
     .. math::
@@ -75,6 +100,17 @@ class Adam(Optimizer):
         betas: :math:`(\beta_1, \beta_2)`, each in [0, 1). Default ``[0.9, 0.999]``.
         eps: term :math:`\epsilon` (>= 0) added to the denominator. Default ``1e-8``.
         bias_correction: apply bias correction. Default ``False``.
+        amsgrad: keyword only. Divide by the running maximum :math:`\hat v_t = \max(\hat
+            v_{t-1}, v_t)` instead of :math:`v_t` (Reddi et al., "On the convergence of Adam
+            and beyond", ICLR 2018), with ``torch.optim.Adam(amsgrad=True)``'s semantics: the
+            maximum of the raw moment, bias-corrected afterwards. Adds the state entry
+            ``v_max``. Default ``False``.
+        cautious: keyword only. Keep the step only where it agrees in sign with the gradient,
+            rescaled per tensor (see :class:`CautiousAdam`). Default ``False``.
+        cautious_scale: keyword only. ``"mean"`` or ``"count"`` (see :class:`CautiousAdam`).
+
+    State per parameter: ``m``, ``v`` (8 bytes per float32 parameter); 12 bytes with
+    ``amsgrad``.
 
     Example:
         >>> import numpy as np, anyoptim as optim
@@ -84,7 +120,7 @@ class Adam(Optimizer):
     """
 
     _name = "Adam"
-    rule = Elementwise(state=("m", "v"), element=_adam, scalars=_adam_scalars, flags=_adam_flags)
+    rule = RULE
     hyperparameters: tuple[str, ...] = ("betas", "eps", "bias_correction")
 
     def __init__(
@@ -93,14 +129,24 @@ class Adam(Optimizer):
         betas: Sequence[float] = [0.9, 0.999],  # MLX's default (one list shared by all instances)
         eps: float = 1e-8,
         bias_correction: bool = False,
+        *,
+        amsgrad: bool = False,
+        cautious: bool = False,
+        cautious_scale: str = "mean",
     ) -> None:
         super().__init__()
         check_betas(self._name, betas)
         require(eps >= 0.0, self._name, "eps", ">=0", eps)
+        require(isinstance(amsgrad, bool), self._name, "amsgrad", "True or False", amsgrad)
+        check(self._name, cautious, cautious_scale)
         self._maybe_schedule("learning_rate", learning_rate)
         self.betas = betas
         self.eps = eps
         self.bias_correction = bias_correction
+        self.amsgrad = amsgrad
+        if amsgrad:
+            self.rule = AMSGRAD_RULE
+        self._set_cautious(cautious, cautious_scale)
 
 
 
@@ -118,6 +164,10 @@ class AdamW(Adam):
         eps: term :math:`\epsilon` (>= 0). Default ``1e-8``.
         weight_decay: decoupled weight decay :math:`\lambda`. Default ``0.01``.
         bias_correction: apply bias correction. Default ``False``.
+        amsgrad: keyword only, as in :class:`Adam`. Default ``False``.
+        cautious: keyword only, as in :class:`Adam`; the decay is not masked. Default
+            ``False``.
+        cautious_scale: keyword only, as in :class:`Adam`. Default ``"mean"``.
 
     Example:
         >>> import numpy as np, anyoptim as optim
@@ -136,9 +186,14 @@ class AdamW(Adam):
         eps: float = 1e-8,
         weight_decay: float = 0.01,
         bias_correction: bool = False,
+        *,
+        amsgrad: bool = False,
+        cautious: bool = False,
+        cautious_scale: str = "mean",
     ) -> None:
         super().__init__(
-            learning_rate=learning_rate, betas=betas, eps=eps, bias_correction=bias_correction
+            learning_rate=learning_rate, betas=betas, eps=eps, bias_correction=bias_correction,
+            amsgrad=amsgrad, cautious=cautious, cautious_scale=cautious_scale,
         )
         self.weight_decay = weight_decay
 

@@ -9,7 +9,7 @@ from .._backend._rules import Elementwise, Hyper, is_zero
 from ._ademamix import _bias
 from ._adopt import number, step_value
 from ._base import LearningRate, Optimizer
-from ._cautious import CautiousMixin
+from ._cautious_mask import CautiousMixin
 from ._validate import check_betas, require
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from .._backend._rules import Elementwise, Hyper, is_positive, learning_rate
 from ._base import LearningRate, Optimizer
+from ._cautious_mask import CautiousMixin, check
 from ._validate import check_betas
 
 
@@ -38,7 +39,7 @@ def _element(ops: Any, flags: tuple[bool, ...]) -> Any:
     return lion
 
 
-class Lion(Optimizer):
+class Lion(CautiousMixin, Optimizer):
     r"""Lion (Chen et al., "Symbolic discovery of optimization algorithms", 2023).
 
     .. math::
@@ -53,6 +54,11 @@ class Lion(Optimizer):
         learning_rate: the learning rate :math:`\eta`, or a schedule.
         betas: :math:`(\beta_1, \beta_2)`, each in [0, 1). Default ``[0.9, 0.99]``.
         weight_decay: decoupled weight decay :math:`\lambda`. Default ``0``.
+        cautious: keyword only. Keep the sign step only where it agrees with the gradient,
+            rescaled per tensor (see :class:`CautiousLion`). Default ``False``.
+        cautious_scale: keyword only. ``"mean"`` or ``"count"``. Default ``"mean"``.
+
+    State per parameter: ``m`` (4 bytes per float32 parameter).
 
     Example:
         >>> import numpy as np, anyoptim as optim
@@ -70,10 +76,15 @@ class Lion(Optimizer):
         learning_rate: LearningRate,
         betas: Sequence[float] = [0.9, 0.99],
         weight_decay: float = 0.0,
+        *,
+        cautious: bool = False,
+        cautious_scale: str = "mean",
     ) -> None:
         super().__init__()
         check_betas("Lion", betas)
+        check(type(self).__name__, cautious, cautious_scale)
         self._maybe_schedule("learning_rate", learning_rate)
         self.betas = betas
         self.weight_decay = weight_decay
+        self._set_cautious(cautious, cautious_scale)
 

@@ -18,7 +18,7 @@ from .. import optimizers as _optimizers
 from .._backend import run_reference
 from .._backend._rules import Elementwise, Hyper
 from ..optimizers import _adabelief, _adam_atan2, _laprop
-from ..optimizers._cautious import masked
+from ..optimizers._cautious_mask import masked
 from ._common import (
     _XP,
     _check_betas,

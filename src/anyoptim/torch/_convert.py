@@ -44,8 +44,8 @@ def _plain_value(value: Any) -> Any:
 
 _TO_ANYOPTIM: dict[str, tuple[type[_core.Optimizer], dict[str, str]]] = {
     "SGD": (_core.SGD, {"momentum_buffer": "v"}),
-    "Adam": (_core.Adam, {"exp_avg": "m", "exp_avg_sq": "v"}),
-    "AdamW": (_core.AdamW, {"exp_avg": "m", "exp_avg_sq": "v"}),
+    "Adam": (_core.Adam, {"exp_avg": "m", "exp_avg_sq": "v", "max_exp_avg_sq": "v_max"}),
+    "AdamW": (_core.AdamW, {"exp_avg": "m", "exp_avg_sq": "v", "max_exp_avg_sq": "v_max"}),
     "RMSprop": (_core.RMSprop, {"square_avg": "v"}),
     "Adagrad": (_core.Adagrad, {"sum": "v"}),
     "Adadelta": (_core.AdaDelta, {"square_avg": "v", "acc_delta": "u"}),
@@ -76,10 +76,8 @@ def _anyoptim_kwargs(cls_name: str, h: Mapping[str, Any]) -> dict[str, Any]:
         refuse("maximize", "anyoptim always minimises")
     lr = _plain_value(h.get("lr"))
     if cls_name in ("Adam", "AdamW"):
-        if h.get("amsgrad"):
-            refuse("amsgrad", "anyoptim's Adam has no AMSGrad")
         kw = {"learning_rate": lr, "betas": _plain_value(tuple(h["betas"])), "eps": h["eps"],
-              "bias_correction": True}
+              "bias_correction": True, "amsgrad": bool(h.get("amsgrad", False))}
         if cls_name == "AdamW" or h.get("decoupled_weight_decay"):
             return {**kw, "weight_decay": h["weight_decay"], "_class": "AdamW"}
         if h["weight_decay"] != 0:
@@ -141,7 +139,7 @@ def to_anyoptim(optimizer: torch.optim.Optimizer,
     learning rate becomes a float32 value, as in MLX).
 
     Raises:
-        ValueError: an option anyoptim's class lacks (e.g. ``amsgrad``, torch's ``Adamax``),
+        ValueError: an option anyoptim's class lacks (e.g. ``maximize``, torch's ``Adamax``),
             or per-parameter steps that differ (anyoptim counts one step for all).
     """
     if isinstance(optimizer, Optimizer):
