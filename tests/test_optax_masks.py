@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 import test_more_optimizers as t
 
 optax = pytest.importorskip("optax")
