@@ -62,7 +62,7 @@ def test_mask_changes_the_result(name: str) -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    ref, key, kw = CASES[name]
+    _ref, key, kw = CASES[name]
     p0, grads = t._problem(5, "float32")
     params = {str(i): jnp.asarray(p) for i, p in enumerate(p0)}
     out = []
