@@ -176,15 +176,37 @@ class AdEMAMix(Optimizer):
 
 
 # ----------------------------------------------------------------------------- simplified
+def _beta1_warmup(xp: Any, h: Hyper, t: Any, b1: float) -> Any:
+    """pytorch_optimizer's ``linear_hl_warmup_scheduler``: beta1 linear in half-life from
+    ``min_beta1`` over ``beta1_warmup`` steps (its ``+1e-8`` in the logarithm included)."""
+    total = h["beta1_warmup"]
+
+    def f(beta: float) -> float:
+        return math.log(0.5) / math.log(beta + 1e-8) - 1.0
+
+    start, end = f(h["min_beta1"]), f(b1)
+    a = t / float(total)
+    halflife = (1.0 - a) * start + a * end
+    if isinstance(t, float):
+        return math.pow(0.5, 1.0 / (halflife + 1)) if t < total else b1
+    warm = xp.exp(math.log(0.5) / (halflife + 1))
+    return xp.where(t < total, warm, xp.ones_like(warm) * b1)
+
+
 def _simple_scalars(xp: Any, h: Hyper, step: Any, dtype: Any) -> tuple[Any, ...]:
     lr = number(xp, h["learning_rate"], dtype)
     b1, b2 = h["betas"]
     t = step_value(xp, step, dtype)
     alpha = h["alpha"]
     alpha = alpha(t - 1) if callable(alpha) else alpha
+    if h.get("beta1_warmup"):
+        b1 = _beta1_warmup(xp, h, t, b1)
+    w1 = 1 - b1 if h.get("average") else 1.0
     c2 = 1 / _bias(xp, b2, t)
     wd = h["weight_decay"]
-    out = (lr, b1, b2, 1 - b2, alpha, c2, h["eps"], h["eps_root"], wd, 1 - lr * wd)
+    decay = 1 - wd if h.get("fixed_decay") else 1 - lr * wd
+    step_lr = lr * c2 if h.get("extra_bias_correction") else lr
+    out = (step_lr, b1, w1, b2, 1 - b2, alpha, c2, h["eps"], h["eps_root"], wd, decay)
     if isinstance(t, float):
         return out
     return tuple(xp.astype(x, dtype) if hasattr(x, "dtype") else x for x in out)
@@ -194,14 +216,14 @@ def _simple_element(ops: Any, flags: tuple[Any, ...]) -> Any:
     wd_mode, maximize = flags
 
     def simplified_ademamix(p: Any, g: Any, m: Any, v: Any, sc: Any) -> Any:
-        lr, b1, b2, w2, alpha, c2, eps, eps_root, wd, decay = sc
+        lr, b1, w1, b2, w2, alpha, c2, eps, eps_root, wd, decay = sc
         if maximize:
             g = -g
         if wd_mode == 1:
             g = g + wd * p
         elif wd_mode == 2:
             p = p * decay
-        m = b1 * m + g
+        m = b1 * m + w1 * g
         v = b2 * v + w2 * (g * g)
         u = (m + alpha * g) / (ops.sqrt(v * c2 + eps_root) + eps)
         return p - lr * u, m, v
@@ -222,7 +244,14 @@ class SimplifiedAdEMAMix(Optimizer):
 
     the form of ``optax.contrib.simplified_ademamix``; :math:`\alpha = 0` is Adam with a
     rescaled learning rate and :math:`\beta_1`. Weight decay is decoupled
-    (:math:`p \leftarrow p(1 - \eta\lambda)`, optax's maths) unless ``decouple=False``.
+    (:math:`p \leftarrow p(1 - \eta\lambda)`, optax's maths; ``fixed_decay=True``:
+    :math:`p(1 - \lambda)`) unless ``decouple=False``.
+
+    ``pytorch_optimizer.SimplifiedAdEMAMix``'s maths (``anyoptim.torch.SimplifiedAdEMAMix``) is
+    ``average=True`` (:math:`m \leftarrow \beta_1 m + (1 - \beta_1) g`) with
+    ``extra_bias_correction=True`` (the step also divided by :math:`1 - \beta_2^t`), and
+    optionally its ``beta1_warmup``: :math:`\beta_1` rising linearly in half-life from
+    ``min_beta1`` over that many steps.
 
     State per parameter: ``m``, ``v`` (8 bytes per float32 parameter).
 
@@ -235,6 +264,13 @@ class SimplifiedAdEMAMix(Optimizer):
         eps_root: :math:`\epsilon_{root}` (>= 0). Default ``0``.
         weight_decay: :math:`\lambda` (>= 0). Default ``0``.
         decouple: decoupled decay (default) or L2 added to the gradient.
+        fixed_decay: decoupled decay not scaled by the lr. Default ``False``.
+        average: average the gradients into :math:`m` (weight :math:`1 - \beta_1`) instead
+            of summing them. Default ``False``.
+        extra_bias_correction: divide the step by :math:`1 - \beta_2^t` once more.
+            Default ``False``.
+        beta1_warmup: steps of the half-life warmup of :math:`\beta_1`, or None (default).
+        min_beta1: the :math:`\beta_1` the warmup starts from. Default ``0.9``.
 
     Example:
         >>> import numpy as np, anyoptim as optim
@@ -247,7 +283,8 @@ class SimplifiedAdEMAMix(Optimizer):
     rule = Elementwise(state=("m", "v"), element=_simple_element, scalars=_simple_scalars,
                        flags=_flags)
     hyperparameters: tuple[str, ...] = ("betas", "alpha", "eps", "eps_root", "weight_decay",
-                                        "decouple")
+                                        "decouple", "fixed_decay", "average",
+                                        "extra_bias_correction", "beta1_warmup", "min_beta1")
 
     def __init__(
         self,
@@ -258,6 +295,11 @@ class SimplifiedAdEMAMix(Optimizer):
         eps_root: float = 0.0,
         weight_decay: float = 0.0,
         decouple: bool = True,
+        fixed_decay: bool = False,
+        average: bool = False,
+        extra_bias_correction: bool = False,
+        beta1_warmup: int | None = None,
+        min_beta1: float = 0.9,
     ) -> None:
         super().__init__()
         check_betas(self._name, betas)
@@ -265,6 +307,9 @@ class SimplifiedAdEMAMix(Optimizer):
         require(eps >= 0.0, self._name, "eps", ">= 0", eps)
         require(eps_root >= 0.0, self._name, "eps_root", ">= 0", eps_root)
         require(weight_decay >= 0.0, self._name, "weight_decay", ">= 0", weight_decay)
+        require(beta1_warmup is None or (isinstance(beta1_warmup, int) and beta1_warmup >= 0),
+                self._name, "beta1_warmup", "None or a number of steps", beta1_warmup)
+        require(0.0 <= min_beta1 < 1.0, self._name, "min_beta1", "in [0, 1)", min_beta1)
         self._maybe_schedule("learning_rate", learning_rate)
         self.betas = tuple(betas)
         self.alpha = alpha
@@ -272,3 +317,8 @@ class SimplifiedAdEMAMix(Optimizer):
         self.eps_root = eps_root
         self.weight_decay = weight_decay
         self.decouple = decouple
+        self.fixed_decay = fixed_decay
+        self.average = average
+        self.extra_bias_correction = extra_bias_correction
+        self.beta1_warmup = beta1_warmup
+        self.min_beta1 = min_beta1

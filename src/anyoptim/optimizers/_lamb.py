@@ -20,12 +20,18 @@ def _bias(xp: Any, beta: float, t: Any) -> Any:
     return -expm1(t * math.log(beta))
 
 
-def trust_ratio(xp: Any, p: Any, u: Any) -> Any:
-    """``||p|| / ||u||``, or 1 where either norm is 0 (optax's ``scale_by_trust_ratio``)."""
+def trust_ratio(xp: Any, p: Any, u: Any, max_norm: float | None = None,
+                eps: float = 0.0) -> Any:
+    """``||p|| / (||u|| + eps)``, or 1 where either norm is 0 (optax's
+    ``scale_by_trust_ratio``); ``||p||`` clipped at ``max_norm`` (pytorch_optimizer's 10)."""
     pn = xp.sqrt(xp.sum(p * p))
     un = xp.sqrt(xp.sum(u * u))
     one = xp.ones_like(pn)
     zero = xp.logical_or(pn == 0, un == 0)
+    if max_norm is not None:
+        pn = xp.minimum(pn, one * max_norm)
+    if eps:
+        un = un + eps
     return xp.where(zero, one, pn / xp.where(zero, one, un))
 
 
@@ -44,8 +50,16 @@ class LAMB(Optimizer):
     per tensor, with the ratio 1 where either norm is 0: the maths of ``optax.lamb``. With
     ``exclude_1d=True`` scalars and vectors (biases, norm scales) get neither weight decay nor
     the trust ratio (the BERT recipe); optax's ``mask`` (per-leaf decay) is a per-path
-    ``weight_decay`` override here. timm's and pytorch_optimizer's ``Lamb`` clip the global
-    gradient norm first and are not reproduced.
+    ``weight_decay`` override here.
+
+    The further options give ``pytorch_optimizer.Lamb``'s maths (``anyoptim.torch.Lamb``):
+    ``bias_correction="first"`` (moments not corrected, the step divided by
+    :math:`1 - \beta_1^t`) or ``"none"``, ``grad_averaging=False`` (:math:`m \leftarrow
+    \beta_1 m + g`), ``decouple=True`` (:math:`p \leftarrow p(1 - \eta\lambda)` before the
+    ratio is measured; ``fixed_decay=True``: :math:`p(1 - \lambda)`), ``max_norm`` (the ratio's
+    :math:`\lVert p \rVert` clipped), ``trust_eps`` (added to :math:`\lVert r \rVert`) and
+    ``trust_ratio=False`` (Adam). The global gradient-norm pre-clipping of timm's and
+    pytorch_optimizer's ``Lamb`` is not part of this class (``anyoptim.torch.Lamb`` does it).
 
     State per parameter: ``m``, ``v`` (8 bytes per float32 parameter).
 
@@ -56,6 +70,15 @@ class LAMB(Optimizer):
         eps_root: :math:`\epsilon_{root}` (>= 0). Default ``0``.
         weight_decay: :math:`\lambda` (>= 0). Default ``0``.
         exclude_1d: no decay and no trust ratio for tensors with fewer than 2 dimensions.
+        bias_correction: ``"both"`` (Adam's, default), ``"first"`` (only the step, by
+            :math:`1 - \beta_1^t`) or ``"none"``.
+        grad_averaging: weight the new gradient by :math:`1 - \beta_1` (default) or by 1.
+        decouple: decoupled decay of the parameter instead of :math:`\lambda p` in
+            :math:`r`. Default ``False``.
+        fixed_decay: decoupled decay not scaled by the lr. Default ``False``.
+        max_norm: clip :math:`\lVert p \rVert` in the ratio at this value, or None (default).
+        trust_eps: added to :math:`\lVert r \rVert` in the ratio (>= 0). Default ``0``.
+        trust_ratio: apply the trust ratio (default); ``False`` is Adam.
 
     Example:
         >>> import numpy as np, anyoptim as optim
@@ -65,7 +88,9 @@ class LAMB(Optimizer):
     """
 
     _name = "LAMB"
-    hyperparameters: tuple[str, ...] = ("betas", "eps", "eps_root", "weight_decay", "exclude_1d")
+    hyperparameters: tuple[str, ...] = ("betas", "eps", "eps_root", "weight_decay", "exclude_1d",
+                                        "bias_correction", "grad_averaging", "decouple",
+                                        "fixed_decay", "max_norm", "trust_eps", "trust_ratio")
 
     def __init__(
         self,
@@ -75,13 +100,32 @@ class LAMB(Optimizer):
         eps_root: float = 0.0,
         weight_decay: float = 0.0,
         exclude_1d: bool = False,
+        bias_correction: str = "both",
+        grad_averaging: bool = True,
+        decouple: bool = False,
+        fixed_decay: bool = False,
+        max_norm: float | None = None,
+        trust_eps: float = 0.0,
+        trust_ratio: bool = True,
     ) -> None:
         super().__init__()
         check_betas(self._name, betas)
         require(eps >= 0.0, self._name, "eps", ">= 0", eps)
         require(eps_root >= 0.0, self._name, "eps_root", ">= 0", eps_root)
         require(weight_decay >= 0.0, self._name, "weight_decay", ">= 0", weight_decay)
+        require(bias_correction in ("both", "first", "none"), self._name, "bias_correction",
+                "'both', 'first' or 'none'", bias_correction)
+        require(max_norm is None or max_norm > 0, self._name, "max_norm", "None or > 0",
+                max_norm)
+        require(trust_eps >= 0.0, self._name, "trust_eps", ">= 0", trust_eps)
         self._maybe_schedule("learning_rate", learning_rate)
+        self.bias_correction = bias_correction
+        self.grad_averaging = grad_averaging
+        self.decouple = decouple
+        self.fixed_decay = fixed_decay
+        self.max_norm = max_norm
+        self.trust_eps = trust_eps
+        self.trust_ratio = trust_ratio
         self.betas = tuple(betas)
         self.eps = eps
         self.eps_root = eps_root
@@ -98,17 +142,28 @@ class LAMB(Optimizer):
         g, p = gradient, parameter
         b1, b2 = h["betas"]
         t = step_value(xp, self._state["step"], p.dtype)
-        m = b1 * state["m"] + (1 - b1) * g
+        m = b1 * state["m"] + ((1 - b1) * g if h["grad_averaging"] else g)
         v = b2 * state["v"] + (1 - b2) * (g * g)
         c1, c2 = _bias(xp, b1, t), _bias(xp, b2, t)
         if not isinstance(t, float):
             c1, c2 = xp.astype(c1, p.dtype), xp.astype(c2, p.dtype)
-        r = (m / c1) / (xp.sqrt(v / c2 + h["eps_root"]) + h["eps"])
+        lr = number(xp, h["learning_rate"], p.dtype)
+        mode = h["bias_correction"]
+        if mode == "both":
+            r = (m / c1) / (xp.sqrt(v / c2 + h["eps_root"]) + h["eps"])
+        else:
+            r = m / (xp.sqrt(v + h["eps_root"]) + h["eps"])
         small = bool(h["exclude_1d"]) and len(p.shape) < 2
         wd = h["weight_decay"]
         if not small and not is_zero(wd):
-            r = r + number(xp, wd, p.dtype) * p
-        if not small:
-            r = r * trust_ratio(xp, p, r)
+            wd = number(xp, wd, p.dtype)
+            if h["decouple"]:
+                p = p * (1 - (wd if h["fixed_decay"] else lr * wd))
+            else:
+                r = r + wd * p
+        if not small and h["trust_ratio"]:
+            r = r * trust_ratio(xp, p, r, h["max_norm"], h["trust_eps"])
         state["m"], state["v"] = m, v
-        return p - number(xp, h["learning_rate"], p.dtype) * r
+        if mode == "first":
+            return p - (lr / c1) * r
+        return p - lr * r

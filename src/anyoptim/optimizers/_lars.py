@@ -27,6 +27,13 @@ class LARS(Optimizer):
     scales) neither weight decay nor the trust ratio; optax's ``weight_decay_mask`` and
     ``trust_ratio_mask`` are per-path ``weight_decay`` / ``trust_ratio`` overrides here.
 
+    ``pytorch_optimizer.LARS``'s maths (``anyoptim.torch.LARS``) is ``momentum_lr=False`` (the
+    momentum accumulates :math:`(1 - d)\,\phi u` and the lr scales the result:
+    :math:`p \leftarrow p - \eta b`, or :math:`p - \eta(\phi u + \mu b)` with Nesterov),
+    ``trust_denominator="sum"`` (:math:`\phi = \kappa \lVert p \rVert / (\lVert g \rVert
+    + \lambda \lVert p \rVert + \epsilon)`, 1 where :math:`\lVert p \rVert` or the
+    denominator is 0) and ``exclude_1d=True``.
+
     State per parameter: ``b`` (4 bytes per float32 parameter).
 
     Args:
@@ -38,6 +45,12 @@ class LARS(Optimizer):
         nesterov: Nesterov momentum. Default ``False``.
         trust_ratio: apply the trust ratio. Default ``True``.
         exclude_1d: no decay and no trust ratio for tensors with fewer than 2 dimensions.
+        dampening: :math:`d` in [0, 1): the momentum adds :math:`(1 - d)` times the step (not
+            with ``momentum=0``). Default ``0``.
+        momentum_lr: the momentum accumulates lr-scaled steps (optax's order, default), or
+            unscaled ones with the lr applied after it (torch's SGD order).
+        trust_denominator: ``"update"`` (:math:`\lVert g + \lambda p \rVert`, optax's,
+            default) or ``"sum"`` (:math:`\lVert g \rVert + \lambda \lVert p \rVert`).
 
     Example:
         >>> import numpy as np, anyoptim as optim
@@ -48,7 +61,8 @@ class LARS(Optimizer):
 
     _name = "LARS"
     hyperparameters: tuple[str, ...] = ("momentum", "weight_decay", "trust_coefficient", "eps",
-                                        "nesterov", "trust_ratio", "exclude_1d")
+                                        "nesterov", "trust_ratio", "exclude_1d", "dampening",
+                                        "momentum_lr", "trust_denominator")
 
     def __init__(
         self,
@@ -60,6 +74,9 @@ class LARS(Optimizer):
         nesterov: bool = False,
         trust_ratio: bool = True,
         exclude_1d: bool = False,
+        dampening: float = 0.0,
+        momentum_lr: bool = True,
+        trust_denominator: str = "update",
     ) -> None:
         super().__init__()
         require(0.0 <= momentum < 1.0, self._name, "momentum", "in [0, 1)", momentum)
@@ -67,7 +84,13 @@ class LARS(Optimizer):
         require(trust_coefficient > 0.0, self._name, "trust_coefficient", "> 0",
                 trust_coefficient)
         require(eps >= 0.0, self._name, "eps", ">= 0", eps)
+        require(0.0 <= dampening < 1.0, self._name, "dampening", "in [0, 1)", dampening)
+        require(trust_denominator in ("update", "sum"), self._name, "trust_denominator",
+                "'update' or 'sum'", trust_denominator)
         self._maybe_schedule("learning_rate", learning_rate)
+        self.dampening = dampening
+        self.momentum_lr = momentum_lr
+        self.trust_denominator = trust_denominator
         self.momentum = momentum
         self.weight_decay = weight_decay
         self.trust_coefficient = trust_coefficient
@@ -85,20 +108,28 @@ class LARS(Optimizer):
         g, p = gradient, parameter
         small = bool(h["exclude_1d"]) and len(p.shape) < 2
         wd = h["weight_decay"]
-        u = g
-        if not small and not is_zero(wd):
-            u = g + number(xp, wd, p.dtype) * p
+        decays = not small and not is_zero(wd)
+        u = g + number(xp, wd, p.dtype) * p if decays else g
         if not small and h["trust_ratio"]:
             pn = xp.sqrt(xp.sum(p * p))
-            un = xp.sqrt(xp.sum(u * u))
+            if h["trust_denominator"] == "sum":
+                den = xp.sqrt(xp.sum(g * g))
+                if decays:
+                    den = den + number(xp, wd, p.dtype) * pn
+            else:
+                den = xp.sqrt(xp.sum(u * u))
             one = xp.ones_like(pn)
-            zero = xp.logical_or(pn == 0, un == 0)
-            ratio = h["trust_coefficient"] * pn / xp.where(zero, one, un + h["eps"])
+            zero = xp.logical_or(pn == 0, den == 0)
+            ratio = h["trust_coefficient"] * pn / xp.where(zero, one, den + h["eps"])
             u = u * xp.where(zero, one, ratio)
-        step = number(xp, h["learning_rate"], p.dtype) * u
+        lr = number(xp, h["learning_rate"], p.dtype)
         mu = h["momentum"]
-        b = mu * state["b"] + step
+        step = lr * u if h["momentum_lr"] else u
+        if is_zero(mu):
+            b = step
+        else:
+            damp = h["dampening"]
+            b = mu * state["b"] + (step if is_zero(damp) else (1 - damp) * step)
         state["b"] = b
-        if h["nesterov"]:
-            return p - (mu * b + step)
-        return p - b
+        out = mu * b + step if h["nesterov"] else b
+        return p - out if h["momentum_lr"] else p - lr * out

@@ -37,10 +37,13 @@ from ._more import ADOPT, Adan, AdEMAMix, SignSGD
 from ._nadam_radam import NAdam, RAdam
 from ._prodigy import Prodigy
 from ._schedule_free import AdamWScheduleFree, RAdamScheduleFree, SGDScheduleFree
+from ._simplified import SimplifiedAdEMAMix
+from ._trust import LARS, Lamb
 from ._wrap import Optimizer
 
 __all__ = [
     "ADOPT",
+    "LARS",
     "SGD",
     "AdEMAMix",
     "AdaBelief",
@@ -55,6 +58,7 @@ __all__ = [
     "Adamax",
     "Adan",
     "LaProp",
+    "Lamb",
     "Lion",
     "Muon",
     "NAdam",
@@ -65,6 +69,7 @@ __all__ = [
     "RMSprop",
     "SGDScheduleFree",
     "SignSGD",
+    "SimplifiedAdEMAMix",
     "StableAdamW",
     "from_anyoptim",
     "load",

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from .. import _backend
 from .. import optimizers as _core
+from . import _convert_more
 from ._adam import Adam, AdamW
 from ._adaptive import Adadelta, Adagrad, Adamax, Lion
 from ._classic import SGD, RMSprop
@@ -52,13 +53,14 @@ _TO_ANYOPTIM: dict[str, tuple[type[_core.Optimizer], dict[str, str]]] = {
     "Lion": (_core.Lion, {"exp_avg": "m"}),
     "Muon": (_core.Muon, {"momentum_buffer": "v"}),
     "Adafactor": (_core.Adafactor, {}),
+    **{name: (entry[1], entry[2]) for name, entry in _convert_more.TABLE.items()},
 }
 
 
 #: The drop-ins to_anyoptim converts (a subclass of one converts as that class)
 _DROP_INS: dict[str, type] = {
     cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta, Lion, Muon,
-                                  Adafactor)
+                                  Adafactor, *(e[0] for e in _convert_more.TABLE.values()))
 }
 
 
@@ -114,6 +116,8 @@ def _anyoptim_kwargs(cls_name: str, h: Mapping[str, Any]) -> dict[str, Any]:
                 "beta_1": h["beta1"], "weight_decay": h["weight_decay"],
                 "scale_parameter": h["scale_parameter"], "relative_step": h["relative_step"],
                 "warmup_init": h["warmup_init"]}
+    if cls_name in _convert_more.TABLE:
+        return _convert_more.TABLE[cls_name][3](h, lr, refuse)
     raise ValueError(
         f"anyoptim.torch.to_anyoptim: {cls_name} has no anyoptim equivalent with the same "
         "maths (torch's Adamax corrects the bias and puts eps inside the maximum); keep "
@@ -160,6 +164,7 @@ def to_anyoptim(optimizer: torch.optim.Optimizer,
     for group in optimizer.param_groups:
         kw = _anyoptim_kwargs(cls_name, group)
         kwargs_per_group.append(kw)
+    _convert_more.check_groups(cls_name, optimizer, kwargs_per_group)
     distinct: list[dict[str, Any]] = []
     for kw in kwargs_per_group:
         if kw not in distinct:
@@ -193,10 +198,12 @@ def to_anyoptim(optimizer: torch.optim.Optimizer,
         if not state:
             continue
         like = next(t for leaf in state.values() for t in leaf.values())
-        step = counted.pop() if counted else 0  # SGD, Lion, Muon: the step is not used
+        # SGD, Lion, Muon, LARS: the step is not used
+        step = _convert_more.step_of(cls_name, optimizer, counted)
         new = {"step": _backend.to_library(_backend.host_scalar(step, np.uint64), like)}
         if "learning_rate" in sub_opt.state:
             new["learning_rate"] = _backend.to_library(sub_opt.state["learning_rate"], like)
+        new.update(_convert_more.extra_state(cls_name, optimizer, like))
         new.update(state)
         sub_opt.state = new
     if len(subs) == 1:

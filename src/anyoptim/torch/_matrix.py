@@ -42,6 +42,10 @@ class _PerTensor(_FrontEnd):
         lazily created state follows the group's configuration)."""
         raise NotImplementedError
 
+    def _gradient(self, p: Tensor, group: Mapping[str, Any]) -> Tensor:
+        """The gradient the anyoptim optimizer sees (``p.grad`` itself is never changed)."""
+        return p.grad
+
     def _update_group(self, gi: int, group: dict[str, Any], params: list[Tensor]) -> None:
         core = self._build_core(group)
         h = self._core_hyper(group)
@@ -60,7 +64,7 @@ class _PerTensor(_FrontEnd):
         for members in buckets.values():
             names = [str(i) for i in range(len(members))]
             ps = dict(zip(names, members))
-            gs = {n: p.grad for n, p in ps.items()}
+            gs = {n: self._gradient(p, group) for n, p in ps.items()}
             first = self.state[members[0]]
             step = (first["step"] - 1).to(torch.int64) if self._counts_steps \
                 else torch.tensor(0, dtype=torch.int64)

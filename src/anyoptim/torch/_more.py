@@ -1,4 +1,4 @@
-"""Drop-ins for pytorch_optimizer's ADOPT, AdEMAMix, Adan, SignSGD, Lamb, LARS and StableAdamW.
+"""Drop-ins for pytorch_optimizer's ADOPT, AdEMAMix, Adan and SignSGD (Lamb and LARS: ``_trust``).
 
 Each class maps pytorch_optimizer's keywords onto the options of the anyoptim optimizer that
 holds the maths (``anyoptim.optimizers._<name>``) and runs that optimizer's rule: there is no
