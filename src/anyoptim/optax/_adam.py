@@ -50,15 +50,20 @@ def _adam_element(ops: Any, flags: tuple[Any, ...]) -> Any:
 _ADAM = Elementwise(state=("mu", "nu"), element=_adam_element, scalars=_scalars, flags=_flags)
 
 
-def _adam_like(name: str, learning_rate: Any, b1: Any, b2: Any, eps: Any, eps_root: Any,
-               mu_dtype: Any, nesterov: bool, weight_decay: Any,
-               mask: MaskOrFn) -> optax.GradientTransformationExtraArgs:
+def _check_adam(name: str, learning_rate: Any, b1: Any, b2: Any, eps: Any,
+                eps_root: Any) -> None:
     _check_schedule(name, "learning_rate", learning_rate)
     _check_beta(name, "b1", b1)
     _check_beta(name, "b2", b2)
     for param, value in (("eps", eps), ("eps_root", eps_root)):
         _check_number(name, param, value)
         _check(name, param, value, lambda v: v >= 0, ">= 0")
+
+
+def _adam_like(name: str, learning_rate: Any, b1: Any, b2: Any, eps: Any, eps_root: Any,
+               mu_dtype: Any, nesterov: bool, weight_decay: Any,
+               mask: MaskOrFn) -> optax.GradientTransformationExtraArgs:
+    _check_adam(name, learning_rate, b1, b2, eps, eps_root)
     if weight_decay is not None:
         _check_schedule(name, "weight_decay", weight_decay)
     mu_dtype = _canonical_dtype(mu_dtype)
@@ -130,12 +135,7 @@ def amsgrad(
         moments ``"mu"``, ``"nu"`` and ``"nu_max"``.
     """
     name = "amsgrad"
-    _check_schedule(name, "learning_rate", learning_rate)
-    _check_beta(name, "b1", b1)
-    _check_beta(name, "b2", b2)
-    for param, value in (("eps", eps), ("eps_root", eps_root)):
-        _check_number(name, param, value)
-        _check(name, param, value, lambda v: v >= 0, ">= 0")
+    _check_adam(name, learning_rate, b1, b2, eps, eps_root)
     for param, value in (("bias_correction_mu", bias_correction_mu),
                          ("bias_correction_nu", bias_correction_nu)):
         _check(name, param, value, lambda v: isinstance(v, bool), "True or False")
@@ -302,11 +302,7 @@ _ADAMAX = Elementwise(state=("mu", "nu"), element=_adamax_element, scalars=_scal
 
 def _adamax_like(name: str, learning_rate: Any, b1: Any, b2: Any, eps: Any,
                  weight_decay: Any, mask: MaskOrFn) -> optax.GradientTransformationExtraArgs:
-    _check_schedule(name, "learning_rate", learning_rate)
-    _check_beta(name, "b1", b1)
-    _check_beta(name, "b2", b2)
-    _check_number(name, "eps", eps)
-    _check(name, "eps", eps, lambda v: v >= 0, ">= 0")
+    _check_adam(name, learning_rate, b1, b2, eps, 0.0)
     if weight_decay is not None:
         _check_schedule(name, "weight_decay", weight_decay)
     return _elementwise(name, _ADAMAX, {"b1": b1, "b2": b2, "eps": eps, "corrected": (("bc1", b1),)},
