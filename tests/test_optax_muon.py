@@ -156,6 +156,23 @@ def test_chains_with_optax() -> None:
     assert max(_rel(x, y) for x, y in zip(*map(jax.tree.leaves, results))) <= 1e-6
 
 
+def test_inject_hyperparams() -> None:
+    """Traced hyperparameters (optax.inject_hyperparams, ns_steps static) give optax's result."""
+    p0, grads = _problem(5, "float32")
+    params = jax.tree.map(jnp.asarray, p0)
+    results = []
+    for muon in (ao.muon, contrib.muon):
+        tx = optax.inject_hyperparams(muon, static_args=("ns_steps",))(
+            learning_rate=0.02, beta=0.9, weight_decay=0.1, consistent_rms=0.2)
+        p, s = params, tx.init(params)
+        step = jax.jit(tx.update)
+        for g in grads[:5]:
+            u, s = step(g, s, p)
+            p = optax.apply_updates(p, u)
+        results.append(p)
+    assert max(_rel(x, y) for x, y in zip(*map(jax.tree.leaves, results))) <= 1e-6
+
+
 def test_mlx_muon_is_from_optimizer() -> None:
     """The old behaviour (MLX's Muon) stays reachable: from_optimizer(anyoptim.Muon)."""
     p0, grads = _problem(4, "float32")
