@@ -10,8 +10,8 @@ Two ways in, both returning a genuine ``optax.GradientTransformationExtraArgs`` 
   ``anyoptim.optax.adamw(...)`` changes no number beyond rounding. Each elementwise factory is
   one anyoptim rule written in optax's form (it computes the update direction, optax's bias
   correction and ε placement, weight decay added before the scaling by ``-learning_rate``)
-  and run by anyoptim's executor; :func:`muon` is anyoptim's (MLX's) Muon with optax-style
-  argument names.
+  and run by anyoptim's executor; :func:`muon` is ``optax.contrib.muon`` (MLX's Muon under
+  optax is ``from_optimizer(anyoptim.Muon(...))``).
 * :func:`from_optimizer` for any configured anyoptim optimizer (MLX's maths, anyoptim's
   schedules, ``MultiOptimizer``): the updates are ``new - old``, in float32 for 16-bit
   parameters, so ``optax.apply_updates`` reproduces anyoptim's new parameters.
@@ -37,8 +37,9 @@ from ._belief import adabelief, adam_atan2, laprop, stable_adamw
 from ._classic import adadelta, adagrad, lion, rmsprop, sgd
 from ._common import State
 from ._convert import from_anyoptim_state, from_optimizer, to_anyoptim_state
-from ._matrix import adafactor, muon
+from ._matrix import adafactor
 from ._more import adan, ademamix, adopt, lamb, lars, sign_sgd, signum, simplified_ademamix
+from ._muon import muon
 from ._prodigy import prodigy
 from ._radam import radam
 from ._schedule_free import schedule_free_adamw, schedule_free_eval_params, schedule_free_sgd

@@ -1,4 +1,4 @@
-"""Per-tensor factories: ``anyoptim.optax.adafactor`` and ``muon``."""
+"""Per-tensor factories: ``anyoptim.optax.adafactor`` (``muon`` is in ``_muon``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from ._common import (
     ScalarOrSchedule,
     State,
     _canonical_dtype,
-    _check_beta,
     _check_number,
     _check_schedule,
     _check_static_int,
@@ -217,95 +216,3 @@ def adafactor(
     needs = multiply_by_parameter_scale or weight_decay_rate is not None
     return _per_tensor(name, keys, init_leaf, update_leaf, scalars, mask=weight_decay_mask,
                        decays=weight_decay_rate is not None, needs_params=needs)
-
-
-# Coefficients of the quintic Newton-Schulz iteration (Jordan et al., 2024), as in anyoptim.Muon.
-_NS_COEFFS = (3.4445, -4.7750, 2.0315)
-
-
-def muon(
-    learning_rate: ScalarOrSchedule,
-    ns_coeffs: tuple[float, float, float] = _NS_COEFFS,
-    ns_steps: int = 5,
-    beta: Any = 0.95,
-    eps: float = 1e-7,
-    weight_decay: Any = 0.01,
-    weight_decay_mask: MaskOrFn = None,
-    mu_dtype: Any = None,
-    *,
-    nesterov: bool = True,
-) -> optax.GradientTransformationExtraArgs:
-    r"""anyoptim's (MLX's) Muon with ``optax.contrib.muon``-style argument names.
-
-    This is **not** ``optax.contrib.muon``'s algorithm: like ``anyoptim.Muon`` it
-    orthogonalises every tensor with two or more dimensions (reshaped to ``(S[0], -1)``),
-    scales the step by :math:`\sqrt{\max(1, S_{-2}/S_{-1})}` (weights stored ``(out, in)``, as
-    in torch and MLX), gives vectors plain momentum SGD, and adds a **coupled** weight decay
-    (default 0.01) to the gradient. optax's orthogonalises 2-D parameters only, sends the
-    others through AdamW and decays decoupled (default 0). The update is the direction
-    itself, :math:`-\eta \cdot \mathrm{NS}(u)`, so ``optax.apply_updates`` gives exactly
-    ``anyoptim.Muon``'s new parameters (constant learning rate).
-
-    .. math::
-
-        g_t &\leftarrow g_t + \lambda p_t, \quad v_t = \beta v_{t-1} + (1-\beta) g_t \\
-        u_t &= -\eta \sqrt{\max(1, S_{-2}/S_{-1})}\; \mathrm{NS}_k((1-\beta) g_t + \beta v_t)
-
-    Args:
-        learning_rate: a number or an optax schedule of the update count.
-        ns_coeffs: the three coefficients of the Newton-Schulz polynomial.
-        ns_steps: the number of Newton-Schulz iterations (a Python int).
-        beta: the momentum :math:`\beta`, in [0, 1).
-        eps: added to the Frobenius norm before the iteration.
-        weight_decay: coupled weight decay :math:`\lambda` added to the gradient.
-        weight_decay_mask: which leaves are decayed.
-        mu_dtype: dtype of the momentum buffer (default: the parameters').
-        nesterov: use Nesterov momentum (``(1-\beta) g + \beta v`` instead of ``v``).
-
-    Returns:
-        An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
-    """
-    name = "muon"
-    _check_schedule(name, "learning_rate", learning_rate)
-    steps = _check_static_int(name, "ns_steps", ns_steps, 0)
-    if len(tuple(ns_coeffs)) != 3:
-        raise ValueError(
-            f"anyoptim.optax.muon: ns_coeffs should be three numbers (a, b, c) of the "
-            f"Newton-Schulz polynomial a·X + b·(XXᵀ)X + c·(XXᵀ)²X, {ns_coeffs!r} was provided "
-            "instead."
-        )
-    a, b, c = ns_coeffs
-    _check_beta(name, "beta", beta)
-    _check_number(name, "weight_decay", weight_decay)
-    mu_dtype = _canonical_dtype(mu_dtype)
-
-    def orthogonalise(x: Any) -> Any:
-        tall = x.shape[-2] > x.shape[-1]
-        if tall:
-            x = jnp.matrix_transpose(x)
-        x = x / (jnp.sqrt(jnp.sum(jnp.square(x))) + eps)
-        for _ in range(steps):
-            gram = jnp.matmul(x, jnp.matrix_transpose(x))
-            poly = b * gram + c * jnp.matmul(gram, gram)
-            x = a * x + jnp.matmul(poly, x)
-        return jnp.matrix_transpose(x) if tall else x
-
-    def scalars(count: Any) -> dict[str, Any]:
-        return {"lr": _lr_entries(learning_rate, count, sign=1)[1]}
-
-    def update_leaf(g: Any, p: Any, state: dict[str, Any], s: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        if s["decay"]:
-            g = g + weight_decay * p
-        v = beta * state["v"] + (1 - beta) * g
-        u = g * (1 - beta) + v * beta if nesterov else v
-        lr = jnp.asarray(jnp.asarray(s["lr"], jnp.float32), u.dtype)
-        if u.ndim >= 2:
-            shape = tuple(u.shape)
-            matrix = jnp.reshape(u, (shape[0], -1)) if len(shape) > 2 else u
-            u = jnp.reshape(orthogonalise(matrix), shape)
-            lr = lr * max(1, shape[-2] / shape[-1]) ** 0.5
-        return -(lr * u), {"v": v}
-
-    decays = not (isinstance(weight_decay, (int, float)) and weight_decay == 0)
-    return _per_tensor(name, ("v",), lambda p: {"v": jnp.zeros_like(p, dtype=mu_dtype)},
-                       update_leaf, scalars, mask=weight_decay_mask, decays=decays)

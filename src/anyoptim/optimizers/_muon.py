@@ -89,6 +89,34 @@ def lr_factor(shape: Sequence[int], mode: str) -> float:
     return 1.0
 
 
+def newton_schulz(xp: Any, x: Any, coefficients: Sequence[tuple[float, float, float]],
+                  steps: int, eps: float, clamp: bool = False, scale_first: bool = False) -> Any:
+    """``steps`` Newton-Schulz iterations on the matrix ``x`` (the one copy of the maths, shared
+    by :class:`Muon` and ``anyoptim.optax.muon``).
+
+    :math:`X \\leftarrow X/(\\|X\\|_F + \\epsilon)` (``clamp``: :math:`/\\max(\\|X\\|_F,
+    \\epsilon)`), then :math:`X \\leftarrow a_i X + (b_i XX^\\top + c_i (XX^\\top)^2) X` on the
+    wide orientation, with the ``i``-th triple of ``coefficients`` (the last one repeated).
+    ``scale_first`` computes :math:`(c_i XX^\\top) XX^\\top` in that order (optax's rounding)
+    instead of :math:`c_i (XX^\\top XX^\\top)` (MLX's fused ``addmm``).
+    """
+    tall = x.shape[-2] > x.shape[-1]
+    if tall:
+        x = xp.matrix_transpose(x)
+    norm = xp.sqrt(xp.sum(xp.square(x)))
+    x = x / (xp.maximum(norm, norm * 0 + eps) if clamp else norm + eps)
+    last = len(coefficients) - 1
+    for i in range(steps):
+        a, b, c = coefficients[min(i, last)]
+        gram = xp.matmul(x, xp.matrix_transpose(x))
+        if scale_first:
+            poly = b * gram + xp.matmul(c * gram, gram)
+        else:
+            poly = addmm(xp, b * gram, gram, gram, alpha=c)
+        x = addmm(xp, a * x, poly, x)
+    return xp.matrix_transpose(x) if tall else x
+
+
 class Muon(Optimizer):
     r"""Muon (Jordan et al., "Muon: an optimizer for hidden layers in neural networks", 2024).
 
@@ -226,26 +254,12 @@ class Muon(Optimizer):
             state["v_row"] = _row_zeros(self.xp, parameter)
 
     def _newton_schulz(self, x: Any, steps: int, h: Mapping[str, Any] | None = None) -> Any:
-        xp = self.xp
         if h is None:  # MLX's iteration
-            coefficients: tuple[tuple[float, float, float], ...] = (_NS_COEFFS,)
-            eps, clamp = 1e-7, False
-        else:
-            coefficients = (self._coefficients if h["ns_coefficients"] is self.ns_coefficients
-                            else resolve_coefficients(h["ns_coefficients"]))
-            eps, clamp = h["eps"], h["normalize"] == "clamp"
-        tall = x.shape[-2] > x.shape[-1]
-        if tall:
-            x = xp.matrix_transpose(x)
-        norm = xp.sqrt(xp.sum(xp.square(x)))
-        x = x / (xp.maximum(norm, norm * 0 + eps) if clamp else norm + eps)
-        last = len(coefficients) - 1
-        for i in range(steps):
-            a, b, c = coefficients[min(i, last)]
-            gram = xp.matmul(x, xp.matrix_transpose(x))
-            poly = addmm(xp, b * gram, gram, gram, alpha=c)
-            x = addmm(xp, a * x, poly, x)
-        return xp.matrix_transpose(x) if tall else x
+            return newton_schulz(self.xp, x, (_NS_COEFFS,), steps, 1e-7)
+        coefficients = (self._coefficients if h["ns_coefficients"] is self.ns_coefficients
+                        else resolve_coefficients(h["ns_coefficients"]))
+        return newton_schulz(self.xp, x, coefficients, steps, h["eps"],
+                             clamp=h["normalize"] == "clamp")
 
     def _normuon(self, o: Any, v_row: Any, h: Mapping[str, Any]) -> tuple[Any, Any]:
         xp = self.xp
