@@ -94,6 +94,7 @@ def run_elementwise(
     inplace: bool,
     fused: bool = True,
     cache: KernelCache | None = None,
+    plan: Any = None,
 ) -> tuple[list[Any], list[list[Any]] | None]:
     """Apply ``rule`` to ``leaves``: (gradient, parameter, state dict) tuples, or
     :class:`Columns`.
@@ -101,7 +102,9 @@ def run_elementwise(
     Returns the new parameters and the new state arrays per leaf (in ``rule.state`` order),
     for the caller to store; with ``inplace`` an executor that writes into the parameters and
     state arrays may be used, and then the state part is None (nothing left to store).
-    ``inplace`` is a permission: the reference path always returns new arrays.
+    ``inplace`` is a permission: the reference path always returns new arrays. ``plan``:
+    the leaves as checked by :func:`._numpy_batch.plan` (with the same ``inplace``), which
+    then runs them.
     """
     if isinstance(leaves, Columns):
         grads, params, states = leaves
@@ -109,6 +112,8 @@ def run_elementwise(
         grads, params, states = ([list(c) for c in zip(*leaves)] if leaves else ([], [], []))
     flags = rule.flags(h)
     scalars = scalar_inputs(rule, xp, h, step)
+    if plan is not None:
+        return plan.run(rule.element, flags, scalars(plan.dtype))  # type: ignore[no-any-return]
     from .. import _backend  # looked up at call time: the tests switch executors off there
 
     if fused and grads and _backend.fused_enabled():

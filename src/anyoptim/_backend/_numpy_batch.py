@@ -1,0 +1,254 @@
+"""Every leaf of an update in one numba call, checked by reading the arrays' headers.
+
+Calling a compiled kernel once per array costs about a microsecond of dispatch, and checking
+an array from Python (type, dtype, shape, flags, data address) costs as much again: on models
+made of thousands of small tensors that is most of the step. Here the leaves travel to
+compiled code as one object array (the addresses of the Python objects, gathered by
+``np.fromiter`` in C), and a compiled inspector reads each array's header: type, dtype,
+shape, flags, data address and reference count. One more call then runs the rule over all
+leaves, split into chunks so that large tensors are shared among the threads.
+
+The header layout is NumPy's ``PyArrayObject_fields`` on 64-bit CPython (stable since NumPy
+1.7, and public through its C headers). :func:`layout_ok` checks the offsets against what
+Python reports for a few arrays before anything relies on them; where they differ (another
+interpreter build, a future NumPy) this module is not used and the per-leaf executors run.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import operator
+import sys
+from typing import Any
+
+import numpy as np
+
+from . import _numpy_fused
+
+# byte offsets of the fields read in an array object, and NumPy's flag bits
+_REFCNT, _TYPE, _DATA, _NDIM, _DIMS, _BASE, _DESCR, _FLAGS = 0, 8, 16, 24, 32, 48, 56, 64
+_C_CONTIGUOUS, _OWNDATA, _ALIGNED, _WRITEABLE = 0x1, 0x4, 0x100, 0x400
+_READABLE = _C_CONTIGUOUS | _ALIGNED
+
+# Large arrays are cut into chunks of this many elements, the units shared among threads.
+CHUNK = 1 << 16
+
+_DTYPES = {np.dtype(np.float32): np.dtype(np.float32), np.dtype(np.float64): np.dtype(np.float64)}
+
+
+@functools.lru_cache(maxsize=1)
+def _readers() -> tuple[Any, Any, Any, Any]:
+    """The compiled helpers: ``inspect`` (check the leaves, collect their data addresses),
+    ``addresses`` (the data addresses of fresh arrays) and the raw field readers."""
+    import numba
+
+    voidptr = _numpy_fused._voidptr()
+    inline = numba.njit(inline="always")
+
+    @inline
+    def i64(address):  # pragma: no cover - compiled
+        return numba.carray(voidptr(address), 1, np.int64)[0]
+
+    @inline
+    def i32(address):  # pragma: no cover - compiled
+        return numba.carray(voidptr(address), 1, np.int32)[0]
+
+    @inline
+    def array_ok(o, array_type, descr, need):  # pragma: no cover - compiled
+        return (i64(o + _TYPE) == array_type and i64(o + _DESCR) == descr
+                and (i32(o + _FLAGS) & need) == need)
+
+    @numba.njit(nogil=True)
+    def inspect(table, n, k, inplace, array_type, dict_type, descr, alone,
+                ptrs, sizes, cum, private):  # pragma: no cover - compiled
+        # table: the object addresses, k + 3 rows of n (state dicts, gradients, parameters,
+        # then one row per state entry); returns (index of the first leaf that does not
+        # qualify or -1, total number of elements)
+        objs = numba.carray(voidptr(table), (k + 3) * n, np.int64)
+        writeable = _READABLE | _WRITEABLE if inplace else _READABLE
+        total = 0
+        cum[0] = 0
+        for j in range(n):
+            if i64(objs[j] + _TYPE) != dict_type:
+                return j, 0
+            p = objs[2 * n + j]
+            if not array_ok(p, array_type, descr, writeable):
+                return j, 0
+            ndim = i32(p + _NDIM)
+            dims = i64(p + _DIMS)
+            size = 1
+            for a in range(ndim):
+                size *= i64(dims + 8 * a)
+            ptrs[1, j] = i64(p + _DATA)
+            for row in range(k + 1):
+                o = objs[(1 if row == 0 else row + 2) * n + j]
+                if not array_ok(o, array_type, descr, _READABLE if row == 0 else writeable):
+                    return j, 0
+                if i32(o + _NDIM) != ndim:
+                    return j, 0
+                odims = i64(o + _DIMS)
+                for a in range(ndim):
+                    if i64(odims + 8 * a) != i64(dims + 8 * a):
+                        return j, 0
+                if row == 0:
+                    ptrs[0, j] = i64(o + _DATA)
+                else:
+                    ptrs[row + 1, j] = i64(o + _DATA)
+                    private[row - 1, j] = (
+                        i64(o + _REFCNT) == alone and i64(o + _BASE) == 0
+                        and (i32(o + _FLAGS) & (_OWNDATA | _WRITEABLE)) == _OWNDATA | _WRITEABLE)
+            sizes[j] = size
+            cum[j + 1] = cum[j] + (size + CHUNK - 1) // CHUNK
+            total += size
+        return -1, total
+
+    @numba.njit(nogil=True)
+    def addresses(table, n, out):  # pragma: no cover - compiled
+        objs = numba.carray(voidptr(table), n, np.int64)
+        for j in range(n):
+            out[j] = i64(objs[j] + _DATA)
+
+    @numba.njit(nogil=True)
+    def fields(table, n, out):  # pragma: no cover - compiled
+        objs = numba.carray(voidptr(table), n, np.int64)
+        for j in range(n):
+            o = objs[j]
+            out[j, 0] = i64(o + _REFCNT)
+            out[j, 1] = i64(o + _TYPE)
+            out[j, 2] = i64(o + _DATA)
+            out[j, 3] = i32(o + _NDIM)
+            out[j, 4] = i64(i64(o + _DIMS)) if i32(o + _NDIM) > 0 else -1
+            out[j, 5] = i64(o + _BASE)
+            out[j, 6] = i64(o + _DESCR)
+            out[j, 7] = i32(o + _FLAGS)
+
+    return inspect, addresses, fields, None
+
+
+def _address(objects: np.ndarray) -> int:
+    return objects.__array_interface__["data"][0]  # type: ignore[no-any-return]
+
+
+def _table(dicts: list[Any], grads: list[Any], params: list[Any], keys: tuple[str, ...]
+           ) -> np.ndarray:
+    """The objects of the leaves as one object array (see ``inspect``); raises KeyError or
+    TypeError for a state entry that is not a dict holding every key."""
+    n = len(dicts)
+    entries = [map(operator.itemgetter(key), dicts) for key in keys]
+    return np.fromiter(itertools.chain(dicts, grads, params, *entries), object,
+                       (len(keys) + 3) * n)
+
+
+@functools.lru_cache(maxsize=1)
+def _alone() -> int:
+    """The reference count ``inspect`` sees for a state array held only by its dict."""
+    holder = {"m": np.zeros(2)}
+    table = _table([holder], [np.zeros(2)], [np.zeros(2)], ("m",))
+    out = np.zeros((4, 8), np.int64)
+    _readers()[2](_address(table), 4, out)
+    return int(out[3, 0])
+
+
+@functools.lru_cache(maxsize=1)
+def layout_ok() -> bool:
+    """True if the header fields read here are where NumPy keeps them in this process."""
+    if sys.maxsize != 2**63 - 1 or not hasattr(sys, "getrefcount"):
+        return False
+    try:
+        base = np.arange(12, dtype=np.float32).reshape(3, 4)
+        samples = [base, base[:, ::2], np.zeros((), np.float64), np.ones(5)[1:]]
+        samples[3].flags.writeable = False
+        table = np.fromiter(samples, object, len(samples))
+        out = np.zeros((len(samples), 8), np.int64)
+        read = _readers()[2]
+        read(_address(table), len(samples), out)
+        for a, row in zip(samples, out):
+            flags = a.flags
+            expected = (
+                id(np.ndarray), a.ctypes.data, a.ndim, a.shape[0] if a.ndim else -1,
+                0 if a.base is None else id(a.base), id(a.dtype),
+            )
+            if tuple(int(x) for x in row[1:7]) != expected:
+                return False
+            bits = int(row[7])
+            if (bool(bits & _C_CONTIGUOUS) != flags.c_contiguous or bool(bits & _OWNDATA)
+                    != flags.owndata or bool(bits & _WRITEABLE) != flags.writeable
+                    or bool(bits & _ALIGNED) != flags.aligned):
+                return False
+        # the reference count: one more reference reads one more
+        again = np.zeros_like(out)
+        extra = [samples[2]]
+        read(_address(table), len(samples), again)
+        if int(again[2, 0]) != int(out[2, 0]) + len(extra):
+            return False
+        return _alone() >= 1
+    except Exception:
+        return False
+
+
+class Plan:
+    """The checked leaves of one update: data addresses and sizes, ready for the kernel."""
+
+    __slots__ = ("dtype", "keys", "params", "dicts", "table", "ptrs", "sizes", "cum",
+                 "total", "private", "inplace")
+
+    def run(self, element: Any, flags: tuple, scalars: tuple[Any, ...]
+            ) -> tuple[list[Any], list[Any] | None]:
+        """Run the rule; in place: ``(parameters, None)``, else ``(new parameters, new state
+        arrays per leaf)`` (state arrays nobody else holds are reused)."""
+        dtype = self.dtype
+        sc = np.array([_numpy_fused._scalar(x, dtype) for x in scalars], dtype=dtype)
+        k = len(self.keys)
+        parallel = self.total >= _numpy_fused.PARALLEL_MIN_SIZE
+        fn = _numpy_fused.batched_kernel_for(element, flags, k, len(sc), dtype, parallel,
+                                             self.inplace)
+        if self.inplace:
+            fn(self.ptrs, self.sizes, self.cum, sc)
+            return self.params, None
+        new_params = [np.empty(p.shape, dtype) for p in self.params]
+        columns = []
+        fresh: list[Any] = []
+        for row, key in enumerate(self.keys):
+            column = list(map(operator.itemgetter(key), self.dicts))
+            for j in np.flatnonzero(~self.private[row]).tolist():
+                column[j] = np.empty(self.params[j].shape, dtype)
+            columns.append(column)
+            fresh += column
+        outs = np.empty((k + 1, len(self.params)), np.int64)
+        objects = np.fromiter(itertools.chain(new_params, fresh), object, outs.size)
+        _readers()[1](_address(objects), outs.size, outs.reshape(-1))
+        fn(self.ptrs, self.sizes, self.cum, sc, outs)
+        return new_params, list(zip(*columns)) if columns else [[] for _ in new_params]
+
+
+def plan(keys: tuple[str, ...], grads: list[Any], params: list[Any], dicts: list[Any],
+         inplace: bool) -> Plan | None:
+    """The checked leaves (gradients, parameters, state dicts holding ``keys``), or None when
+    some leaf does not qualify: arrays of other types, dtypes or shapes, non-contiguous or
+    (in place) read-only arrays, state entries that are not dicts of such arrays. Nothing is
+    changed either way."""
+    n = len(grads)
+    if not n or type(params[0]) is not np.ndarray or not layout_ok():
+        return None
+    dtype = _DTYPES.get(params[0].dtype)
+    if dtype is None:
+        return None
+    try:
+        table = _table(dicts, grads, params, keys)
+    except (KeyError, TypeError, IndexError):
+        return None
+    k = len(keys)
+    ptrs = np.empty((k + 2, n), np.int64)
+    sizes = np.empty(n, np.int64)
+    cum = np.empty(n + 1, np.int64)
+    private = np.empty((k, n), np.bool_)
+    bad, total = _readers()[0](_address(table), n, k, inplace, id(np.ndarray), id(dict),
+                               id(dtype), _alone(), ptrs, sizes, cum, private)
+    if bad >= 0:
+        return None
+    out = Plan()
+    out.dtype, out.keys, out.params, out.dicts, out.table = dtype, keys, params, dicts, table
+    out.ptrs, out.sizes, out.cum, out.total, out.private = ptrs, sizes, cum, total, private
+    out.inplace = inplace
+    return out
