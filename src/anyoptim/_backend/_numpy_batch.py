@@ -20,6 +20,7 @@ import functools
 import itertools
 import operator
 import sys
+import types
 from typing import Any
 
 import numpy as np
@@ -34,13 +35,14 @@ _READABLE = _C_CONTIGUOUS | _ALIGNED
 # Large arrays are cut into chunks of this many elements, the units shared among threads.
 CHUNK = 1 << 16
 
-_DTYPES = {np.dtype(np.float32): np.dtype(np.float32), np.dtype(np.float64): np.dtype(np.float64)}
+_DTYPES: dict[Any, np.dtype] = {np.dtype(np.float32): np.dtype(np.float32), np.dtype(np.float64): np.dtype(np.float64)}
 
 
 @functools.lru_cache(maxsize=1)
-def _readers() -> tuple[Any, Any, Any, Any]:
+def _readers() -> types.SimpleNamespace:
     """The compiled helpers: ``inspect`` (check the leaves, collect their data addresses),
-    ``addresses`` (the data addresses of fresh arrays) and the raw field readers."""
+    ``addresses`` (the data addresses of fresh arrays) and ``fields`` (the raw header
+    fields, for :func:`layout_ok`)."""
     import numba
 
     voidptr = _numpy_fused._voidptr()
@@ -123,11 +125,11 @@ def _readers() -> tuple[Any, Any, Any, Any]:
             out[j, 6] = i64(o + _DESCR)
             out[j, 7] = i32(o + _FLAGS)
 
-    return inspect, addresses, fields, None
+    return types.SimpleNamespace(inspect=inspect, addresses=addresses, fields=fields)
 
 
 def _address(objects: np.ndarray) -> int:
-    return objects.__array_interface__["data"][0]  # type: ignore[no-any-return]
+    return int(objects.__array_interface__["data"][0])
 
 
 def _table(dicts: list[Any], grads: list[Any], params: list[Any], keys: tuple[str, ...]
@@ -146,7 +148,7 @@ def _alone() -> int:
     holder = {"m": np.zeros(2)}
     table = _table([holder], [np.zeros(2)], [np.zeros(2)], ("m",))
     out = np.zeros((4, 8), np.int64)
-    _readers()[2](_address(table), 4, out)
+    _readers().fields(_address(table), 4, out)
     return int(out[3, 0])
 
 
@@ -157,11 +159,12 @@ def layout_ok() -> bool:
         return False
     try:
         base = np.arange(12, dtype=np.float32).reshape(3, 4)
-        samples = [base, base[:, ::2], np.zeros((), np.float64), np.ones(5)[1:]]
+        samples: list[np.ndarray] = [base, base[:, ::2], np.zeros((), np.float64),
+                                     np.ones(5)[1:]]
         samples[3].flags.writeable = False
         table = np.fromiter(samples, object, len(samples))
         out = np.zeros((len(samples), 8), np.int64)
-        read = _readers()[2]
+        read = _readers().fields
         read(_address(table), len(samples), out)
         for a, row in zip(samples, out):
             flags = a.flags
@@ -190,8 +193,20 @@ def layout_ok() -> bool:
 class Plan:
     """The checked leaves of one update: data addresses and sizes, ready for the kernel."""
 
-    __slots__ = ("dtype", "keys", "params", "dicts", "table", "ptrs", "sizes", "cum",
-                 "total", "private", "inplace")
+    __slots__ = ("cum", "dicts", "dtype", "inplace", "keys", "params", "private", "ptrs",
+                 "sizes", "table", "total")
+
+    def __init__(self, dtype: np.dtype, keys: tuple[str, ...], params: list[Any],
+                 dicts: list[Any], inplace: bool, table: np.ndarray, n: int) -> None:
+        self.dtype, self.keys, self.params, self.dicts = dtype, keys, params, dicts
+        self.inplace = inplace
+        self.table = table  # keeps the objects whose addresses are below alive
+        k = len(keys)
+        self.ptrs = np.empty((k + 2, n), np.int64)
+        self.sizes = np.empty(n, np.int64)
+        self.cum = np.empty(n + 1, np.int64)
+        self.private = np.empty((k, n), np.bool_)
+        self.total = 0
 
     def run(self, element: Any, flags: tuple, scalars: tuple[Any, ...]
             ) -> tuple[list[Any], list[Any] | None]:
@@ -217,7 +232,7 @@ class Plan:
             fresh += column
         outs = np.empty((k + 1, len(self.params)), np.int64)
         objects = np.fromiter(itertools.chain(new_params, fresh), object, outs.size)
-        _readers()[1](_address(objects), outs.size, outs.reshape(-1))
+        _readers().addresses(_address(objects), outs.size, outs.reshape(-1))
         fn(self.ptrs, self.sizes, self.cum, sc, outs)
         return new_params, list(zip(*columns)) if columns else [[] for _ in new_params]
 
@@ -238,17 +253,8 @@ def plan(keys: tuple[str, ...], grads: list[Any], params: list[Any], dicts: list
         table = _table(dicts, grads, params, keys)
     except (KeyError, TypeError, IndexError):
         return None
-    k = len(keys)
-    ptrs = np.empty((k + 2, n), np.int64)
-    sizes = np.empty(n, np.int64)
-    cum = np.empty(n + 1, np.int64)
-    private = np.empty((k, n), np.bool_)
-    bad, total = _readers()[0](_address(table), n, k, inplace, id(np.ndarray), id(dict),
-                               id(dtype), _alone(), ptrs, sizes, cum, private)
-    if bad >= 0:
-        return None
-    out = Plan()
-    out.dtype, out.keys, out.params, out.dicts, out.table = dtype, keys, params, dicts, table
-    out.ptrs, out.sizes, out.cum, out.total, out.private = ptrs, sizes, cum, total, private
-    out.inplace = inplace
-    return out
+    out = Plan(dtype, keys, params, dicts, inplace, table, n)
+    bad, out.total = _readers().inspect(
+        _address(table), n, len(keys), inplace, id(np.ndarray), id(dict), id(dtype), _alone(),
+        out.ptrs, out.sizes, out.cum, out.private)
+    return out if bad < 0 else None
