@@ -196,3 +196,25 @@ def test_non_contiguous_gradient_is_accepted(batched) -> None:
     expected = ref.apply_gradients({"a": wide[:, 0].copy(), "b": wide[:, 1].copy()},
                                    {"a": np.ones(4, np.float32), "b": np.ones(4, np.float32)})
     _identical(params, expected)
+
+
+def test_torch_update_runs_batched_and_sees_replaced_tensors(batched) -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    start = {f"t{i}": rng.standard_normal(5).astype(np.float32) for i in range(6)}
+    grads = [{k: rng.standard_normal(5).astype(np.float32) for k in start} for _ in range(3)]
+    model = {k: torch.nn.Parameter(torch.from_numpy(v.copy())) for k, v in start.items()}
+    opt = optim.AdamW(0.05, bias_correction=True)
+    expected, expected_state = _reference(lambda: optim.AdamW(0.05, bias_correction=True),
+                                          grads, start)
+    opt.update(model, {k: torch.from_numpy(v) for k, v in grads[0].items()})
+    # new memory behind a parameter and a new state tensor between calls: both are updated
+    model["t1"].data = model["t1"].data.clone()
+    opt.state["t2"]["v"] = opt.state["t2"]["v"].clone()
+    for g in grads[1:]:
+        opt.update(model, {k: torch.from_numpy(v) for k, v in g.items()})
+    assert len(batched) == 3
+    _identical({k: v.detach().numpy() for k, v in model.items()}, expected)
+    _identical({k: {n: a.numpy() for n, a in s.items()} for k, s in opt.state.items()
+                if isinstance(s, dict)},
+               {k: s for k, s in expected_state.items() if isinstance(s, dict)})

@@ -113,7 +113,7 @@ def run_elementwise(
     flags = rule.flags(h)
     scalars = scalar_inputs(rule, xp, h, step)
     if plan is not None:
-        return plan.run(rule.element, flags, scalars(plan.dtype))
+        return plan.run(rule.element, flags, scalars(plan.library_dtype))
     from .. import _backend  # looked up at call time: the tests switch executors off there
 
     if fused and grads and _backend.fused_enabled():

@@ -132,21 +132,23 @@ def _address(objects: np.ndarray) -> int:
     return int(objects.__array_interface__["data"][0])
 
 
-def _table(dicts: list[Any], grads: list[Any], params: list[Any], keys: tuple[str, ...]
+def _table(dicts: list[Any], grads: list[Any], params: list[Any], columns: list[Any]
            ) -> np.ndarray:
-    """The objects of the leaves as one object array (see ``inspect``); raises KeyError or
-    TypeError for a state entry that is not a dict holding every key."""
-    n = len(dicts)
-    entries = [map(operator.itemgetter(key), dicts) for key in keys]
-    return np.fromiter(itertools.chain(dicts, grads, params, *entries), object,
-                       (len(keys) + 3) * n)
+    """The objects of the leaves as one object array (see ``inspect``); ``columns`` holds
+    one iterable of state arrays per state entry."""
+    return np.fromiter(itertools.chain(dicts, grads, params, *columns), object,
+                       (len(columns) + 3) * len(dicts))
+
+
+def _entries(dicts: list[Any], keys: tuple[str, ...]) -> list[Any]:
+    return [map(operator.itemgetter(key), dicts) for key in keys]
 
 
 @functools.lru_cache(maxsize=1)
 def _alone() -> int:
     """The reference count ``inspect`` sees for a state array held only by its dict."""
     holder = {"m": np.zeros(2)}
-    table = _table([holder], [np.zeros(2)], [np.zeros(2)], ("m",))
+    table = _table([holder], [np.zeros(2)], [np.zeros(2)], _entries([holder], ("m",)))
     out = np.zeros((4, 8), np.int64)
     _readers().fields(_address(table), 4, out)
     return int(out[3, 0])
@@ -193,12 +195,14 @@ def layout_ok() -> bool:
 class Plan:
     """The checked leaves of one update: data addresses and sizes, ready for the kernel."""
 
-    __slots__ = ("cum", "dicts", "dtype", "inplace", "keys", "params", "private", "ptrs",
-                 "sizes", "table", "total")
+    __slots__ = ("cum", "dicts", "dtype", "inplace", "keys", "library_dtype", "params",
+                 "private", "ptrs", "sizes", "table", "total")
 
     def __init__(self, dtype: np.dtype, keys: tuple[str, ...], params: list[Any],
                  dicts: list[Any], inplace: bool, table: np.ndarray, n: int) -> None:
         self.dtype, self.keys, self.params, self.dicts = dtype, keys, params, dicts
+        # the parameters' dtype in their own library (torch's), for the rule's scalars
+        self.library_dtype = params[0].dtype
         self.inplace = inplace
         self.table = table  # keeps the objects whose addresses are below alive
         k = len(keys)
@@ -238,23 +242,62 @@ class Plan:
 
 
 def plan(keys: tuple[str, ...], grads: list[Any], params: list[Any], dicts: list[Any],
-         inplace: bool) -> Plan | None:
+         inplace: bool, cache: dict[Any, Any] | None = None) -> Plan | None:
     """The checked leaves (gradients, parameters, state dicts holding ``keys``), or None when
     some leaf does not qualify: arrays of other types, dtypes or shapes, non-contiguous or
     (in place) read-only arrays, state entries that are not dicts of such arrays. Nothing is
-    changed either way."""
+    changed either way.
+
+    CPU torch tensors qualify too, in place only, through NumPy views of their memory (those
+    of the parameters and state kept in ``cache``, the optimizer's kernel cache)."""
     n = len(grads)
-    if not n or type(params[0]) is not np.ndarray or not layout_ok():
+    if not n or not layout_ok():
         return None
-    dtype = _DTYPES.get(params[0].dtype)
+    columns: list[Any]
+    if type(params[0]) is np.ndarray:
+        g_, p_ = grads, params
+        try:
+            columns = _entries(dicts, keys)
+            table = _table(dicts, g_, p_, columns)
+        except (KeyError, TypeError, IndexError):
+            return None
+    else:
+        views = _torch(keys, grads, params, dicts, inplace, cache)
+        if views is None:
+            return None
+        g_, p_, columns = views
+        table = _table(dicts, g_, p_, columns)
+    dtype = _DTYPES.get(p_[0].dtype)
     if dtype is None:
-        return None
-    try:
-        table = _table(dicts, grads, params, keys)
-    except (KeyError, TypeError, IndexError):
         return None
     out = Plan(dtype, keys, params, dicts, inplace, table, n)
     bad, out.total = _readers().inspect(
         _address(table), n, len(keys), inplace, id(np.ndarray), id(dict), id(dtype), _alone(),
         out.ptrs, out.sizes, out.cum, out.private)
     return out if bad < 0 else None
+
+
+def _torch(keys: tuple[str, ...], grads: list[Any], params: list[Any], dicts: list[Any],
+           inplace: bool, cache: dict[Any, Any] | None) -> Any:
+    """``(gradient views, parameter views, state views per entry)`` for CPU torch leaves, or
+    None."""
+    torch = sys.modules.get("torch")
+    if not inplace or cache is None or torch is None or not isinstance(params[0], torch.Tensor):
+        return None
+    from . import _torch_views
+
+    p_ = _torch_views.kept(params, cache, "")
+    if p_ is None:
+        return None
+    columns = []
+    for key in keys:
+        try:
+            tensors = list(map(operator.itemgetter(key), dicts))
+        except (KeyError, TypeError, IndexError):
+            return None
+        column = _torch_views.kept(tensors, cache, key)
+        if column is None:
+            return None
+        columns.append(column)
+    g_ = _torch_views.fresh(grads)
+    return None if g_ is None else (g_, p_, columns)

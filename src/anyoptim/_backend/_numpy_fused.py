@@ -285,9 +285,9 @@ def step(
     """
     from . import _numpy_batch
 
-    checked = _numpy_batch.plan(rule.state, grads, params, states, inplace)
+    checked = _numpy_batch.plan(rule.state, grads, params, states, inplace, cache)
     if checked is not None:
-        return checked.run(rule.element, flags, scalars(checked.dtype))
+        return checked.run(rule.element, flags, scalars(checked.library_dtype))
     keys = rule.state
     plan = []
     for g, p, s in zip(grads, params, states):

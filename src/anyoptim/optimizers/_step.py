@@ -285,7 +285,14 @@ def _batch_plan(opt: Optimizer, hyper: Hyperparameters | None, grads: list[Any],
             or not opt._fused_allowed or opt.state_dtype is not None or opt.stochastic_rounding
             or not _backend.fused_enabled() or not _backend.fused_numpy_available()):
         return None
-    return _numpy_batch.plan(rule.state, grads, params, states, inplace)
+    return _numpy_batch.plan(rule.state, grads, params, states, inplace, _kernel_cache(opt))
+
+
+def _kernel_cache(opt: Optimizer) -> KernelCache:
+    cache = opt.__dict__.get("_kernels")
+    if cache is None:
+        cache = opt._kernels = KernelCache()
+    return cache
 
 
 def _execute(opt: Optimizer, xp: Any, structure: Any, grads: list[Any], params: list[Any],
@@ -325,11 +332,8 @@ def _execute(opt: Optimizer, xp: Any, structure: Any, grads: list[Any], params: 
         if extra:
             h = {**h, **extra}
         if rule is not None:
-            cache = opt.__dict__.get("_kernels")
-            if cache is None:
-                cache = opt._kernels = KernelCache()
             out, new_states = run_elementwise(rule, xp, h, step, Columns(g_, p_, s_),
-                                              group_inplace, fused, cache, plan)
+                                              group_inplace, fused, _kernel_cache(opt), plan)
             if new_states is not None:
                 in_place = False
                 keys = rule.state
