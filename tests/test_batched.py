@@ -218,3 +218,26 @@ def test_torch_update_runs_batched_and_sees_replaced_tensors(batched) -> None:
     _identical({k: {n: a.numpy() for n, a in s.items()} for k, s in opt.state.items()
                 if isinstance(s, dict)},
                {k: s for k, s in expected_state.items() if isinstance(s, dict)})
+
+
+def test_torch_apply_gradients_runs_batched_and_leaves_inputs_alone(batched) -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    start = {f"t{i}": rng.standard_normal((2, 3)).astype(np.float32) for i in range(5)}
+    grads = [{k: rng.standard_normal((2, 3)).astype(np.float32) for k in start}
+             for _ in range(3)]
+    expected, expected_state = _reference(lambda: optim.Adam(0.05), grads, start)
+    opt = optim.Adam(0.05)
+    params = {k: torch.from_numpy(v.copy()) for k, v in start.items()}
+    first = {k: v.clone() for k, v in params.items()}
+    out = params
+    for g in grads:
+        out = opt.apply_gradients({k: torch.from_numpy(v) for k, v in g.items()}, out)
+    assert len(batched) == 3
+    assert all(type(v) is torch.Tensor and v.dtype == torch.float32 for v in out.values())
+    for k in params:
+        assert torch.equal(params[k], first[k])
+    _identical({k: v.numpy() for k, v in out.items()}, expected)
+    _identical({k: {n: a.numpy() for n, a in s.items()} for k, s in opt.state.items()
+                if isinstance(s, dict)},
+               {k: s for k, s in expected_state.items() if isinstance(s, dict)})

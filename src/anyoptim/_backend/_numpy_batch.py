@@ -195,8 +195,8 @@ def layout_ok() -> bool:
 class Plan:
     """The checked leaves of one update: data addresses and sizes, ready for the kernel."""
 
-    __slots__ = ("cum", "dicts", "dtype", "inplace", "keys", "library_dtype", "params",
-                 "private", "ptrs", "sizes", "table", "total")
+    __slots__ = ("arrays", "cum", "dicts", "dtype", "inplace", "keys", "library_dtype",
+                 "params", "private", "ptrs", "sizes", "table", "total", "wrap")
 
     def __init__(self, dtype: np.dtype, keys: tuple[str, ...], params: list[Any],
                  dicts: list[Any], inplace: bool, table: np.ndarray, n: int) -> None:
@@ -205,6 +205,8 @@ class Plan:
         self.library_dtype = params[0].dtype
         self.inplace = inplace
         self.table = table  # keeps the objects whose addresses are below alive
+        self.arrays = params  # the parameters as NumPy arrays (views of torch tensors)
+        self.wrap: Any = None  # NumPy array -> the library's array, for new arrays
         k = len(keys)
         self.ptrs = np.empty((k + 2, n), np.int64)
         self.sizes = np.empty(n, np.int64)
@@ -225,19 +227,22 @@ class Plan:
         if self.inplace:
             fn(self.ptrs, self.sizes, self.cum, sc)
             return self.params, None
-        new_params = [np.empty(p.shape, dtype) for p in self.params]
+        new_params = [np.empty(p.shape, dtype) for p in self.arrays]
         columns = []
         fresh: list[Any] = []
         for row, key in enumerate(self.keys):
             column = list(map(operator.itemgetter(key), self.dicts))
             for j in np.flatnonzero(~self.private[row]).tolist():
-                column[j] = np.empty(self.params[j].shape, dtype)
+                column[j] = np.empty(self.arrays[j].shape, dtype)
             columns.append(column)
             fresh += column
         outs = np.empty((k + 1, len(self.params)), np.int64)
         objects = np.fromiter(itertools.chain(new_params, fresh), object, outs.size)
         _readers().addresses(_address(objects), outs.size, outs.reshape(-1))
         fn(self.ptrs, self.sizes, self.cum, sc, outs)
+        if self.wrap is not None:
+            new_params = list(map(self.wrap, new_params))
+            columns = [list(map(self.wrap, column)) for column in columns]
         return new_params, list(zip(*columns)) if columns else [[] for _ in new_params]
 
 
@@ -248,8 +253,9 @@ def plan(keys: tuple[str, ...], grads: list[Any], params: list[Any], dicts: list
     (in place) read-only arrays, state entries that are not dicts of such arrays. Nothing is
     changed either way.
 
-    CPU torch tensors qualify too, in place only, through NumPy views of their memory (those
-    of the parameters and state kept in ``cache``, the optimizer's kernel cache)."""
+    CPU torch tensors qualify too, through NumPy views of their memory (in place, those of
+    the parameters and state are kept in ``cache``, the optimizer's kernel cache); new
+    arrays are then made by NumPy and shared with torch (``torch.from_numpy``)."""
     n = len(grads)
     if not n or not layout_ok():
         return None
@@ -274,7 +280,13 @@ def plan(keys: tuple[str, ...], grads: list[Any], params: list[Any], dicts: list
     bad, out.total = _readers().inspect(
         _address(table), n, len(keys), inplace, id(np.ndarray), id(dict), id(dtype), _alone(),
         out.ptrs, out.sizes, out.cum, out.private)
-    return out if bad < 0 else None
+    if bad >= 0:
+        return None
+    if p_ is not params:
+        out.arrays = p_
+        out.wrap = sys.modules["torch"].from_numpy
+        out.private.fill(False)  # torch's memory is never reused: other tensors may share it
+    return out
 
 
 def _torch(keys: tuple[str, ...], grads: list[Any], params: list[Any], dicts: list[Any],
@@ -282,11 +294,15 @@ def _torch(keys: tuple[str, ...], grads: list[Any], params: list[Any], dicts: li
     """``(gradient views, parameter views, state views per entry)`` for CPU torch leaves, or
     None."""
     torch = sys.modules.get("torch")
-    if not inplace or cache is None or torch is None or not isinstance(params[0], torch.Tensor):
+    if cache is None or torch is None or not isinstance(params[0], torch.Tensor):
         return None
     from . import _torch_views
 
-    p_ = _torch_views.kept(params, cache, "")
+    def views(tensors: list[Any], role: str) -> list[Any] | None:
+        # a functional update gets new tensors at every call: nothing to keep
+        return _torch_views.kept(tensors, cache, role) if inplace else _torch_views.fresh(tensors)
+
+    p_ = views(params, "")
     if p_ is None:
         return None
     columns = []
@@ -295,7 +311,7 @@ def _torch(keys: tuple[str, ...], grads: list[Any], params: list[Any], dicts: li
             tensors = list(map(operator.itemgetter(key), dicts))
         except (KeyError, TypeError, IndexError):
             return None
-        column = _torch_views.kept(tensors, cache, key)
+        column = views(tensors, key)
         if column is None:
             return None
         columns.append(column)
