@@ -202,54 +202,73 @@ def _batched_driver(elem: Any, n_states: int, n_scalars: int, dtype: np.dtype,
     """A loop running ``elem`` over many arrays given by their data addresses.
 
     ``ptrs`` has a row of addresses for the gradients, the parameters and each state entry;
-    functional drivers write into the arrays of ``outs`` (new parameters, new state arrays).
-    Array ``j`` holds ``sizes[j]`` elements, cut into chunks of ``CHUNK`` elements numbered
-    ``cum[j]`` to ``cum[j + 1] - 1``: the parallel loop runs over the chunks, so one large
-    array is shared among threads as well as many small ones.
+    functional drivers write into the arrays of ``outs`` (new parameters, new state arrays;
+    an address equal to the input's updates that array in place). Array ``j`` holds
+    ``sizes[j]`` elements, cut into chunks of ``CHUNK`` elements numbered ``cum[j]`` to
+    ``cum[j + 1] - 1``: the parallel loop runs over the chunks, so one large array is shared
+    among threads as well as many small ones.
+
+    A functional driver first copies each input chunk to its output and then updates the
+    output in place: the update loop then has the in-place loop's few distinct addresses,
+    which the compiler vectorises (with separate inputs and outputs its overlap checks fail
+    whenever an output is its input, and it falls back to a scalar loop), and the copied
+    chunk is still in the cache when it is updated.
     """
     import numba
 
     from ._numpy_batch import CHUNK
 
-    rows = ["g", "p"] + [f"s{i}" for i in range(n_states)]
-    views = "".join(
-        f"        {name} = carray(voidptr(ptrs[{r}, j] + start), m, DT)\n"
+    rows = ["p"] + [f"s{i}" for i in range(n_states)]
+    if inplace:
+        copies = ""
+        table, params = "ptrs", "ptrs, sizes, cum, c"
+        first_row = 1
+    else:
+        copies = (
+            f"        for r in range({len(rows)}):\n"
+            "            src = ptrs[r + 1, j] + start\n"
+            "            dst = outs[r, j] + start\n"
+            "            if src != dst:\n"
+            "                a = carray(voidptr(src), m, DT)\n"
+            "                b = carray(voidptr(dst), m, DT)\n"
+            "                for i in range(m):\n"
+            "                    b[i] = a[i]\n"
+        )
+        table, params = "outs", "ptrs, sizes, cum, c, outs"
+        first_row = 0
+    views = "        g = carray(voidptr(ptrs[0, j] + start), m, DT)\n" + "".join(
+        f"        {name} = carray(voidptr({table}[{r + first_row}, j] + start), m, DT)\n"
         for r, name in enumerate(rows)
     )
-    if inplace:
-        targets = ["p"] + [f"s{i}" for i in range(n_states)]
-        params = "ptrs, sizes, cum, c"
-    else:
-        targets = ["op"] + [f"os{i}" for i in range(n_states)]
-        views += "".join(
-            f"        {name} = carray(voidptr(outs[{r}, j] + start), m, DT)\n"
-            for r, name in enumerate(targets)
-        )
-        params = "ptrs, sizes, cum, c, outs"
     inputs = ", ".join(["p[i]", "g[i]"] + [f"s{i}[i]" for i in range(n_states)])
     source = (
         f"def run({params}):\n"
         f"    sc = ({''.join(f'c[{i}], ' for i in range(n_scalars))})\n"
         "    n = sizes.shape[0]\n"
+        # one chunk per array (all arrays non-empty and small): chunk q is array q
+        "    direct = cum[n] == n and (n == 0 or sizes.min() > 0)\n"
         "    for q in prange(cum[n]):\n"
-        "        lo, hi = 0, n\n"  # the array holding chunk q: cum[lo] <= q < cum[lo + 1]
-        "        while hi - lo > 1:\n"
-        "            mid = (lo + hi) // 2\n"
-        "            if cum[mid] <= q:\n"
-        "                lo = mid\n"
-        "            else:\n"
-        "                hi = mid\n"
-        "        j = lo\n"
+        "        j = np.int64(q)\n"
+        "        if not direct:\n"  # the array holding chunk q: cum[j] <= q < cum[j + 1]
+        "            lo, hi = np.int64(0), np.int64(n)\n"
+        "            while hi - lo > 1:\n"
+        "                mid = (lo + hi) // 2\n"
+        "                if cum[mid] <= q:\n"
+        "                    lo = mid\n"
+        "                else:\n"
+        "                    hi = mid\n"
+        "            j = lo\n"
         "        first = (q - cum[j]) * CHUNK\n"
         "        m = min(CHUNK, sizes[j] - first)\n"
         "        start = first * ITEM\n"
+        f"{copies}"
         f"{views}"
         "        for i in range(m):\n"
-        f"            {', '.join(f'{t}[i]' for t in targets)}, = elem({inputs}, sc)\n"
+        f"            {', '.join(f'{t}[i]' for t in rows)}, = elem({inputs}, sc)\n"
     )
     namespace: dict[str, Any] = {
         "elem": elem, "prange": numba.prange, "carray": numba.carray, "voidptr": _voidptr(),
-        "DT": dtype.type, "ITEM": dtype.itemsize, "CHUNK": CHUNK,
+        "DT": dtype.type, "ITEM": dtype.itemsize, "CHUNK": CHUNK, "np": np,
     }
     exec(compile(source, f"<anyoptim batched driver {n_states} {inplace}>", "exec"), namespace)
     jit = numba.njit(parallel=parallel, nogil=True, cache=False, error_model="numpy")
