@@ -36,10 +36,11 @@ class Columns(tuple):
 
 
 class KernelCache(dict):
-    """What executors keep between the updates of one optimizer (address tables of its arrays,
-    reused while the arrays stay the same objects).
+    """What executors keep between the updates of one optimizer (NumPy views of its torch
+    parameters and state, reused while the tensors stay the same objects at the same
+    addresses).
 
-    Never copied or pickled: the addresses belong to these arrays in this process.
+    Never copied or pickled: the views belong to these tensors in this process.
     """
 
     def __copy__(self) -> KernelCache:
