@@ -241,3 +241,14 @@ def test_torch_apply_gradients_runs_batched_and_leaves_inputs_alone(batched) -> 
     _identical({k: {n: a.numpy() for n, a in s.items()} for k, s in opt.state.items()
                 if isinstance(s, dict)},
                {k: s for k, s in expected_state.items() if isinstance(s, dict)})
+
+
+def test_torch_gradients_that_require_grad_are_viewed_too(batched) -> None:
+    torch = pytest.importorskip("torch")
+    model = {"a": torch.nn.Parameter(torch.ones(3)), "b": torch.nn.Parameter(torch.ones(2))}
+    grads = {"a": torch.full((3,), 0.5, requires_grad=True), "b": torch.full((2,), 0.5)}
+    opt = optim.SGD(0.1)
+    opt.update(model, grads)
+    assert batched
+    assert torch.equal(model["a"].detach(), torch.full((3,), 0.95))
+    assert torch.equal(model["b"].detach(), torch.full((2,), 0.95))

@@ -39,7 +39,7 @@ def fresh(tensors: list[Any]) -> list[Any] | None:
         return list(map(torch.Tensor.numpy, tensors))
     except (RuntimeError, TypeError):  # e.g. a gradient that requires grad
         views = list(map(_view, tensors))
-        return None if None in views else views
+        return None if any(v is None for v in views) else views
 
 
 def kept(tensors: list[Any], cache: dict[Any, Any], role: str) -> list[Any] | None:
