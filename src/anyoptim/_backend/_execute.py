@@ -36,10 +36,11 @@ class Columns(tuple):
 
 
 class KernelCache(dict):
-    """What executors keep between the updates of one optimizer (address tables of its arrays,
-    reused while the arrays stay the same objects).
+    """What executors keep between the updates of one optimizer (NumPy views of its torch
+    parameters and state, reused while the tensors stay the same objects at the same
+    addresses).
 
-    Never copied or pickled: the addresses belong to these arrays in this process.
+    Never copied or pickled: the views belong to these tensors in this process.
     """
 
     def __copy__(self) -> KernelCache:
@@ -94,6 +95,7 @@ def run_elementwise(
     inplace: bool,
     fused: bool = True,
     cache: KernelCache | None = None,
+    plan: Any = None,
 ) -> tuple[list[Any], list[list[Any]] | None]:
     """Apply ``rule`` to ``leaves``: (gradient, parameter, state dict) tuples, or
     :class:`Columns`.
@@ -101,7 +103,9 @@ def run_elementwise(
     Returns the new parameters and the new state arrays per leaf (in ``rule.state`` order),
     for the caller to store; with ``inplace`` an executor that writes into the parameters and
     state arrays may be used, and then the state part is None (nothing left to store).
-    ``inplace`` is a permission: the reference path always returns new arrays.
+    ``inplace`` is a permission: the reference path always returns new arrays. ``plan``:
+    the leaves as checked by :func:`._numpy_batch.plan` (with the same ``inplace``), which
+    then runs them.
     """
     if isinstance(leaves, Columns):
         grads, params, states = leaves
@@ -109,6 +113,8 @@ def run_elementwise(
         grads, params, states = ([list(c) for c in zip(*leaves)] if leaves else ([], [], []))
     flags = rule.flags(h)
     scalars = scalar_inputs(rule, xp, h, step)
+    if plan is not None:
+        return plan.run(rule.element, flags, scalars(plan.library_dtype))
     from .. import _backend  # looked up at call time: the tests switch executors off there
 
     if fused and grads and _backend.fused_enabled():

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import operator
 import sys
 import types
 from collections.abc import Callable
@@ -180,13 +179,7 @@ def _empty_like(x: Any) -> Any:
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
-# ----------------------------------------------------------------------------- many small arrays
-# Below this size an array is updated by the batched kernel: one call for all such arrays of a
-# step, through a table of their addresses, instead of one call (about a microsecond of
-# dispatch) per array.
-BATCH_MAX_SIZE = 1 << 16
-
-
+# ----------------------------------------------------------------------------- many arrays
 @functools.lru_cache(maxsize=1)
 def _voidptr() -> Any:
     """A numba intrinsic turning an integer address into a void pointer (for ``carray``)."""
@@ -205,124 +198,91 @@ def _voidptr() -> Any:
 
 
 def _batched_driver(elem: Any, n_states: int, n_scalars: int, dtype: np.dtype,
-                    parallel: bool) -> Any:
-    """A loop running ``elem`` over many arrays in place: parameter and state arrays given by
-    their addresses (row ``j`` of ``table``), the gradients concatenated in ``flat``."""
+                    parallel: bool, inplace: bool) -> Any:
+    """A loop running ``elem`` over many arrays given by their data addresses.
+
+    ``ptrs`` has a row of addresses for the gradients, the parameters and each state entry;
+    functional drivers write into the arrays of ``outs`` (new parameters, new state arrays;
+    an address equal to the input's updates that array in place). Array ``j`` holds
+    ``sizes[j]`` elements, cut into chunks of ``CHUNK`` elements numbered ``cum[j]`` to
+    ``cum[j + 1] - 1``: the parallel loop runs over the chunks, so one large array is shared
+    among threads as well as many small ones.
+
+    A functional driver first copies each input chunk to its output and then updates the
+    output in place: the update loop then has the in-place loop's few distinct addresses,
+    which the compiler vectorises (with separate inputs and outputs its overlap checks fail
+    whenever an output is its input, and it falls back to a scalar loop), and the copied
+    chunk is still in the cache when it is updated.
+    """
     import numba
 
+    from ._numpy_batch import CHUNK
+
     rows = ["p"] + [f"s{i}" for i in range(n_states)]
-    views = "".join(
-        f"        {name} = carray(voidptr(table[j, {col}]), n, DT)\n"
-        for col, name in enumerate(rows)
+    if inplace:
+        copies = ""
+        table, params = "ptrs", "ptrs, sizes, cum, c"
+        first_row = 1
+    else:
+        copies = (
+            f"        for r in range({len(rows)}):\n"
+            "            src = ptrs[r + 1, j] + start\n"
+            "            dst = outs[r, j] + start\n"
+            "            if src != dst:\n"
+            "                a = carray(voidptr(src), m, DT)\n"
+            "                b = carray(voidptr(dst), m, DT)\n"
+            "                for i in range(m):\n"
+            "                    b[i] = a[i]\n"
+        )
+        table, params = "outs", "ptrs, sizes, cum, c, outs"
+        first_row = 0
+    views = "        g = carray(voidptr(ptrs[0, j] + start), m, DT)\n" + "".join(
+        f"        {name} = carray(voidptr({table}[{r + first_row}, j] + start), m, DT)\n"
+        for r, name in enumerate(rows)
     )
-    targets = ", ".join(f"{name}[i]" for name in rows)
-    inputs = ", ".join(["p[i]", "flat[o + i]"] + [f"s{i}[i]" for i in range(n_states)])
+    inputs = ", ".join(["p[i]", "g[i]"] + [f"s{i}[i]" for i in range(n_states)])
     source = (
-        "def run(table, offsets, sizes, flat, c):\n"
+        f"def run({params}):\n"
         f"    sc = ({''.join(f'c[{i}], ' for i in range(n_scalars))})\n"
-        "    for j in prange(table.shape[0]):\n"
-        "        n = sizes[j]\n"
-        "        o = offsets[j]\n"
+        "    n = sizes.shape[0]\n"
+        # one chunk per array (all arrays non-empty and small): chunk q is array q
+        "    direct = cum[n] == n and (n == 0 or sizes.min() > 0)\n"
+        "    for q in prange(cum[n]):\n"
+        "        j = np.int64(q)\n"
+        "        if not direct:\n"  # the array holding chunk q: cum[j] <= q < cum[j + 1]
+        "            lo, hi = np.int64(0), np.int64(n)\n"
+        "            while hi - lo > 1:\n"
+        "                mid = (lo + hi) // 2\n"
+        "                if cum[mid] <= q:\n"
+        "                    lo = mid\n"
+        "                else:\n"
+        "                    hi = mid\n"
+        "            j = lo\n"
+        "        first = (q - cum[j]) * CHUNK\n"
+        "        m = min(CHUNK, sizes[j] - first)\n"
+        "        start = first * ITEM\n"
+        f"{copies}"
         f"{views}"
-        "        for i in range(n):\n"
-        f"            {targets}, = elem({inputs}, sc)\n"
+        "        for i in range(m):\n"
+        f"            {', '.join(f'{t}[i]' for t in rows)}, = elem({inputs}, sc)\n"
     )
     namespace: dict[str, Any] = {
         "elem": elem, "prange": numba.prange, "carray": numba.carray, "voidptr": _voidptr(),
-        "DT": dtype.type,
+        "DT": dtype.type, "ITEM": dtype.itemsize, "CHUNK": CHUNK, "np": np,
     }
-    exec(compile(source, f"<anyoptim batched driver {n_states}>", "exec"), namespace)
+    exec(compile(source, f"<anyoptim batched driver {n_states} {inplace}>", "exec"), namespace)
     jit = numba.njit(parallel=parallel, nogil=True, cache=False, error_model="numpy")
     return jit(namespace["run"])
 
 
 @functools.cache
 def batched_kernel_for(element: Callable, flags: tuple, n_states: int, n_scalars: int,
-                       dtype: np.dtype, parallel: bool) -> Any:
+                       dtype: np.dtype, parallel: bool, inplace: bool) -> Any:
+    """The compiled driver running a rule's element function over many arrays at once."""
     import numba
 
     elem = numba.njit(inline="always")(element(scalar_ops(), flags))
-    return _batched_driver(elem, n_states, n_scalars, dtype, parallel)
-
-
-class _Table:
-    """The address table of one set of parameter and state arrays (one dtype)."""
-
-    def __init__(self, params: list[Any], states: list[list[Any]]) -> None:
-        self.params = params
-        self.states = states
-        self.dtype = params[0].dtype
-        sizes = [p.size for p in params]
-        self.small = [i for i, n in enumerate(sizes) if 0 < n <= BATCH_MAX_SIZE]
-        self.large = [i for i, n in enumerate(sizes) if n > BATCH_MAX_SIZE]
-        self.all_small = len(self.small) == len(params)
-        self.shapes = [params[i].shape for i in self.small]
-        self.sizes = np.array([sizes[i] for i in self.small], np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
-        self.total = int(self.sizes.sum())
-        self.table = np.array(
-            [[a.ctypes.data for a in (params[i], *(s[i] for s in states))] for i in self.small],
-            dtype=np.int64,
-        ).reshape(len(self.small), 1 + len(states))
-
-    @staticmethod
-    def usable(params: list[Any], states: list[list[Any]]) -> bool:
-        dtype = params[0].dtype
-        if dtype not in _FLOAT_SET:
-            return False
-        for arrays in (params, *states):
-            for a in arrays:
-                if type(a) is not np.ndarray or a.dtype != dtype:
-                    return False
-                flags = a.flags
-                if not (flags.c_contiguous and flags.writeable):
-                    return False
-        return all(a.shape == p.shape for s in states for a, p in zip(s, params))
-
-    def matches(self, params: list[Any], states: list[list[Any]]) -> bool:
-        return len(params) == len(self.params) and all(map(operator.is_, params, self.params)) \
-            and all(all(map(operator.is_, a, b)) for a, b in zip(states, self.states))
-
-
-def _batched_in_place(rule: Any, flags: tuple, grads: list[Any], params: list[Any],
-                      dicts: list[dict[str, Any]], scalars: Callable[[Any], tuple[Any, ...]],
-                      cache: dict[Any, Any]) -> Any:
-    """The in-place update of NumPy leaves with one kernel call for all small arrays, or
-    NotImplemented (nothing changed) where the leaves do not qualify."""
-    if set(map(type, grads)) != {np.ndarray} or set(map(type, params)) != {np.ndarray}:
-        return NotImplemented
-    try:
-        states = [list(map(operator.itemgetter(k), dicts)) for k in rule.state]
-    except KeyError:
-        return NotImplemented
-    key = (rule.element, flags)
-    table = cache.get(key)
-    if table is None or not table.matches(params, states):
-        if not _Table.usable(params, states):
-            return NotImplemented
-        table = cache[key] = _Table(params, states)
-    dtype = table.dtype
-    if set(map(_dtype, grads)) != {dtype}:
-        return NotImplemented
-    sc = np.array([_scalar(x, dtype) for x in scalars(params[0].dtype)], dtype=dtype)
-    if table.small:
-        small = grads if table.all_small else [grads[i] for i in table.small]
-        if list(map(_shape, small)) != table.shapes:
-            return NotImplemented
-        flat = np.concatenate(small, axis=None)
-        fn = batched_kernel_for(rule.element, flags, len(states), len(sc), dtype,
-                                table.total >= PARALLEL_MIN_SIZE)
-        fn(table.table, table.offsets, table.sizes, flat, sc)
-    for i in table.large:
-        fn = kernel_for(rule.element, flags, len(states), len(sc), True,
-                        params[i].size >= PARALLEL_MIN_SIZE)
-        fn(params[i].reshape(-1), grads[i].reshape(-1),
-           *[s[i].reshape(-1) for s in states], sc)
-    return params, None
-
-
-_dtype = operator.attrgetter("dtype")
-_shape = operator.attrgetter("shape")
+    return _batched_driver(elem, n_states, n_scalars, dtype, parallel, inplace)
 
 
 def step(
@@ -342,10 +302,11 @@ def step(
     Functional: returns ``(new parameters, new state arrays per leaf)`` and touches no input.
     ``scalars(dtype)`` gives the rule's scalar inputs for parameters of the library's dtype.
     """
-    if inplace and cache is not None:
-        done = _batched_in_place(rule, flags, grads, params, states, scalars, cache)
-        if done is not NotImplemented:
-            return done
+    from . import _numpy_batch
+
+    checked = _numpy_batch.plan(rule.state, grads, params, states, inplace, cache)
+    if checked is not None:
+        return checked.run(rule.element, flags, scalars(checked.library_dtype))
     keys = rule.state
     plan = []
     for g, p, s in zip(grads, params, states):

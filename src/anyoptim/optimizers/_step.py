@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import _backend
-from .._backend import finalize, library_name
+from .._backend import _numpy_batch, finalize, library_name
 from .._backend._execute import Columns, KernelCache, run_elementwise
 from ..errors import MissingStateError, TreeMismatchError
 from . import _tree
@@ -51,7 +51,8 @@ def _init_tree(opt: Optimizer, gradients: Any, parameters: Any) -> Any:
 
 def apply(opt: Optimizer, gradients: Any, parameters: Any, hyper: Hyperparameters | None,
           inplace: bool) -> tuple[Any, bool]:
-    """Run one update; return the new parameter tree and whether it was written in place."""
+    """Run one update; return the new parameter tree and whether it was written in place
+    (then, when ``inplace`` asked for it, None instead of the tree)."""
     from ._base import SKIPPED
 
     state = opt._state
@@ -78,7 +79,11 @@ def apply(opt: Optimizer, gradients: Any, parameters: Any, hyper: Hyperparameter
     structure = None
     try:
         structure = _tree.gather(gradients, parameters, state, grads, params, states)
-        check_leaves(grads, params, states)
+        # the batched NumPy kernel checks the leaves itself (in compiled code); the others
+        # are checked here
+        plan = _batch_plan(opt, hyper, grads, params, states, inplace)
+        if plan is None:
+            check_leaves(grads, params, states)
     except (PathError, _LeafError) as err:
         opt._rollback_init(rollback)
         raise located(err, structure).build(f"{name}.apply_gradients: gradient") from None
@@ -108,7 +113,7 @@ def apply(opt: Optimizer, gradients: Any, parameters: Any, hyper: Hyperparameter
             # fused executors may reuse state buffers, which a skipped step must keep intact
             fused = not skip and opt._fused_allowed
             new, in_place = _execute(opt, xp, structure, grads, params, states, hyper,
-                                     inplace and not skip, commits, fused)
+                                     inplace and not skip, commits, fused, plan)
             if skip:
                 new = _keep_if_finite(opt, xp, grads, params, new, commits, saved)
     except BaseException:
@@ -120,6 +125,8 @@ def apply(opt: Optimizer, gradients: Any, parameters: Any, hyper: Hyperparameter
         opt._xp = None
     for target, values in commits:
         target.update(values)
+    if inplace and in_place:
+        return None, True  # nobody reads the tree of an update written in place
     return _tree.unflatten(structure, iter(new)), in_place
 
 
@@ -269,13 +276,33 @@ def _find_problem(grads: list[Any], params: list[Any], states: list[Any] | None)
                 )
 
 
+def _batch_plan(opt: Optimizer, hyper: Hyperparameters | None, grads: list[Any],
+                params: list[Any], states: list[Any], inplace: bool) -> Any:
+    """The checked leaves for the batched NumPy kernel (:mod:`.._backend._numpy_batch`), when
+    the update is one group of an elementwise rule on the fused path; else None."""
+    rule = opt.rule
+    if (rule is None or hyper is not None or opt.groups or opt.skip_nonfinite
+            or not opt._fused_allowed or opt.state_dtype is not None or opt.stochastic_rounding
+            or not _backend.fused_enabled() or not _backend.fused_numpy_available()):
+        return None
+    return _numpy_batch.plan(rule.state, grads, params, states, inplace, _kernel_cache(opt))
+
+
+def _kernel_cache(opt: Optimizer) -> KernelCache:
+    cache = opt.__dict__.get("_kernels")
+    if cache is None:
+        cache = opt._kernels = KernelCache()
+    return cache
+
+
 def _execute(opt: Optimizer, xp: Any, structure: Any, grads: list[Any], params: list[Any],
              states: list[dict[str, Any]], hyper: Hyperparameters | None, inplace: bool,
-             commits: Commits, fused: bool) -> tuple[list[Any], bool]:
+             commits: Commits, fused: bool, plan: Any = None) -> tuple[list[Any], bool]:
     """Run every hyperparameter group; fill ``commits`` with the new state to store.
 
     Every group's ``prepare`` (``prepare_groups``: whole-update sums such as Prodigy's) sees
-    all groups before any of them is updated."""
+    all groups before any of them is updated. ``plan``: the leaves as already checked for the
+    batched kernel (one group only)."""
     rule = opt.rule
     step = opt._state["step"]
     new: list[Any] = [None] * len(grads)
@@ -305,11 +332,8 @@ def _execute(opt: Optimizer, xp: Any, structure: Any, grads: list[Any], params: 
         if extra:
             h = {**h, **extra}
         if rule is not None:
-            cache = opt.__dict__.get("_kernels")
-            if cache is None:
-                cache = opt._kernels = KernelCache()
             out, new_states = run_elementwise(rule, xp, h, step, Columns(g_, p_, s_),
-                                              group_inplace, fused, cache)
+                                              group_inplace, fused, _kernel_cache(opt), plan)
             if new_states is not None:
                 in_place = False
                 keys = rule.state

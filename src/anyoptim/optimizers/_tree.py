@@ -55,18 +55,15 @@ _LEAF, _MAPPING, _SEQUENCE = 0, 1, 2
 _KINDS: dict[type, int] = {dict: _MAPPING, list: _SEQUENCE, tuple: _SEQUENCE}
 
 
-def _kinds(values: list[Any]) -> list[Any]:
-    kinds = list(map(_KINDS.get, map(type, values)))
-    if None in kinds:
-        for v in values:
-            cls = type(v)
-            if cls not in _KINDS:
-                _KINDS[cls] = (
-                    _MAPPING if isinstance(v, Mapping)
-                    else _SEQUENCE if isinstance(v, (list, tuple)) else _LEAF
-                )
-        kinds = list(map(_KINDS.get, map(type, values)))
-    return kinds
+def _kind(value: Any) -> int:
+    cls = type(value)
+    kind = _KINDS.get(cls)
+    if kind is None:
+        kind = _KINDS[cls] = (
+            _MAPPING if isinstance(value, Mapping)
+            else _SEQUENCE if isinstance(value, (list, tuple)) else _LEAF
+        )
+    return kind
 
 
 def _all_leaves(g: Any, p: Any, s: Any, keys: Any, values: list[Any], grads: list,
@@ -74,8 +71,13 @@ def _all_leaves(g: Any, p: Any, s: Any, keys: Any, values: list[Any], grads: lis
     """The fast path of :func:`gather` for a node whose children are all leaves: the lookups
     run in C. False (nothing appended) when a child is a container or an entry is missing,
     so that the general walk reports the problem."""
-    if _kinds(values).count(_LEAF) != len(values):
-        return False
+    # one lookup per distinct type (usually a single array type), not per child
+    for cls in set(map(type, values)):
+        kind = _KINDS.get(cls)
+        if kind is None:
+            kind = _kind(next(v for v in values if type(v) is cls))
+        if kind != _LEAF:
+            return False
     try:
         pv = list(map(p.__getitem__, keys))
         sv = list(map(s.__getitem__, keys))
@@ -95,7 +97,7 @@ def gather(g: Any, p: Any, s: Any, grads: list, params: list, states: list) -> S
     """
     kind = _KINDS.get(type(g))
     if kind is None:
-        kind = _kinds([g])[0]
+        kind = _kind(g)
     if kind == _MAPPING:
         keys = list(g)
         values = list(g.values())

@@ -1,0 +1,319 @@
+"""Every leaf of an update in one numba call, checked by reading the arrays' headers.
+
+Calling a compiled kernel once per array costs about a microsecond of dispatch, and checking
+an array from Python (type, dtype, shape, flags, data address) costs as much again: on models
+made of thousands of small tensors that is most of the step. Here the leaves travel to
+compiled code as one object array (the addresses of the Python objects, gathered by
+``np.fromiter`` in C), and a compiled inspector reads each array's header: type, dtype,
+shape, flags, data address and reference count. One more call then runs the rule over all
+leaves, split into chunks so that large tensors are shared among the threads.
+
+The header layout is NumPy's ``PyArrayObject_fields`` on 64-bit CPython (stable since NumPy
+1.7, and public through its C headers). :func:`layout_ok` checks the offsets against what
+Python reports for a few arrays before anything relies on them; where they differ (another
+interpreter build, a future NumPy) this module is not used and the per-leaf executors run.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import operator
+import sys
+import types
+from typing import Any
+
+import numpy as np
+
+from . import _numpy_fused
+
+# byte offsets of the fields read in an array object, and NumPy's flag bits
+_REFCNT, _TYPE, _DATA, _NDIM, _DIMS, _BASE, _DESCR, _FLAGS = 0, 8, 16, 24, 32, 48, 56, 64
+_C_CONTIGUOUS, _OWNDATA, _ALIGNED, _WRITEABLE = 0x1, 0x4, 0x100, 0x400
+_READABLE = _C_CONTIGUOUS | _ALIGNED
+
+# Large arrays are cut into chunks of this many elements, the units shared among threads.
+CHUNK = 1 << 16
+
+_DTYPES: dict[Any, np.dtype] = {np.dtype(np.float32): np.dtype(np.float32), np.dtype(np.float64): np.dtype(np.float64)}
+
+
+@functools.lru_cache(maxsize=1)
+def _readers() -> types.SimpleNamespace:
+    """The compiled helpers: ``inspect`` (check the leaves, collect their data addresses),
+    ``addresses`` (the data addresses of fresh arrays) and ``fields`` (the raw header
+    fields, for :func:`layout_ok`)."""
+    import numba
+
+    voidptr = _numpy_fused._voidptr()
+    inline = numba.njit(inline="always")
+
+    @inline
+    def i64(address):  # pragma: no cover - compiled
+        return numba.carray(voidptr(address), 1, np.int64)[0]
+
+    @inline
+    def i32(address):  # pragma: no cover - compiled
+        return numba.carray(voidptr(address), 1, np.int32)[0]
+
+    @inline
+    def array_ok(o, array_type, descr, need):  # pragma: no cover - compiled
+        return (i64(o + _TYPE) == array_type and i64(o + _DESCR) == descr
+                and (i32(o + _FLAGS) & need) == need)
+
+    @numba.njit(nogil=True)
+    def inspect(table, n, k, inplace, array_type, dict_type, descr, alone,
+                ptrs, sizes, cum, private):  # pragma: no cover - compiled
+        # table: the object addresses, k + 3 rows of n (state dicts, gradients, parameters,
+        # then one row per state entry); returns (index of the first leaf that does not
+        # qualify or -1, total number of elements)
+        objs = numba.carray(voidptr(table), (k + 3) * n, np.int64)
+        writeable = _READABLE | _WRITEABLE if inplace else _READABLE
+        total = 0
+        cum[0] = 0
+        for j in range(n):
+            if i64(objs[j] + _TYPE) != dict_type:
+                return j, 0
+            p = objs[2 * n + j]
+            if not array_ok(p, array_type, descr, writeable):
+                return j, 0
+            ndim = i32(p + _NDIM)
+            dims = i64(p + _DIMS)
+            size = 1
+            for a in range(ndim):
+                size *= i64(dims + 8 * a)
+            ptrs[1, j] = i64(p + _DATA)
+            for row in range(k + 1):
+                o = objs[(1 if row == 0 else row + 2) * n + j]
+                if not array_ok(o, array_type, descr, _READABLE if row == 0 else writeable):
+                    return j, 0
+                if i32(o + _NDIM) != ndim:
+                    return j, 0
+                odims = i64(o + _DIMS)
+                for a in range(ndim):
+                    if i64(odims + 8 * a) != i64(dims + 8 * a):
+                        return j, 0
+                if row == 0:
+                    ptrs[0, j] = i64(o + _DATA)
+                else:
+                    ptrs[row + 1, j] = i64(o + _DATA)
+                    private[row - 1, j] = (
+                        i64(o + _REFCNT) == alone and i64(o + _BASE) == 0
+                        and (i32(o + _FLAGS) & (_OWNDATA | _WRITEABLE)) == _OWNDATA | _WRITEABLE)
+            sizes[j] = size
+            cum[j + 1] = cum[j] + (size + CHUNK - 1) // CHUNK
+            total += size
+        return -1, total
+
+    @numba.njit(nogil=True)
+    def addresses(table, n, out):  # pragma: no cover - compiled
+        objs = numba.carray(voidptr(table), n, np.int64)
+        for j in range(n):
+            out[j] = i64(objs[j] + _DATA)
+
+    @numba.njit(nogil=True)
+    def fields(table, n, out):  # pragma: no cover - compiled
+        objs = numba.carray(voidptr(table), n, np.int64)
+        for j in range(n):
+            o = objs[j]
+            out[j, 0] = i64(o + _REFCNT)
+            out[j, 1] = i64(o + _TYPE)
+            out[j, 2] = i64(o + _DATA)
+            out[j, 3] = i32(o + _NDIM)
+            out[j, 4] = i64(i64(o + _DIMS)) if i32(o + _NDIM) > 0 else -1
+            out[j, 5] = i64(o + _BASE)
+            out[j, 6] = i64(o + _DESCR)
+            out[j, 7] = i32(o + _FLAGS)
+
+    return types.SimpleNamespace(inspect=inspect, addresses=addresses, fields=fields)
+
+
+def _address(objects: np.ndarray) -> int:
+    return int(objects.__array_interface__["data"][0])
+
+
+def _table(dicts: list[Any], grads: list[Any], params: list[Any], columns: list[Any]
+           ) -> np.ndarray:
+    """The objects of the leaves as one object array (see ``inspect``); ``columns`` holds
+    one iterable of state arrays per state entry."""
+    return np.fromiter(itertools.chain(dicts, grads, params, *columns), object,
+                       (len(columns) + 3) * len(dicts))
+
+
+def _entries(dicts: list[Any], keys: tuple[str, ...]) -> list[Any]:
+    return [map(operator.itemgetter(key), dicts) for key in keys]
+
+
+@functools.lru_cache(maxsize=1)
+def _alone() -> int:
+    """The reference count ``inspect`` sees for a state array held only by its dict."""
+    holder = {"m": np.zeros(2)}
+    table = _table([holder], [np.zeros(2)], [np.zeros(2)], _entries([holder], ("m",)))
+    out = np.zeros((4, 8), np.int64)
+    _readers().fields(_address(table), 4, out)
+    return int(out[3, 0])
+
+
+@functools.lru_cache(maxsize=1)
+def layout_ok() -> bool:
+    """True if the header fields read here are where NumPy keeps them in this process."""
+    if sys.maxsize != 2**63 - 1 or not hasattr(sys, "getrefcount"):
+        return False
+    try:
+        base = np.arange(12, dtype=np.float32).reshape(3, 4)
+        samples: list[np.ndarray] = [base, base[:, ::2], np.zeros((), np.float64),
+                                     np.ones(5)[1:]]
+        samples[3].flags.writeable = False
+        table = np.fromiter(samples, object, len(samples))
+        out = np.zeros((len(samples), 8), np.int64)
+        read = _readers().fields
+        read(_address(table), len(samples), out)
+        for a, row in zip(samples, out):
+            flags = a.flags
+            expected = (
+                id(np.ndarray), a.ctypes.data, a.ndim, a.shape[0] if a.ndim else -1,
+                0 if a.base is None else id(a.base), id(a.dtype),
+            )
+            if tuple(int(x) for x in row[1:7]) != expected:
+                return False
+            bits = int(row[7])
+            if (bool(bits & _C_CONTIGUOUS) != flags.c_contiguous or bool(bits & _OWNDATA)
+                    != flags.owndata or bool(bits & _WRITEABLE) != flags.writeable
+                    or bool(bits & _ALIGNED) != flags.aligned):
+                return False
+        # the reference count: one more reference reads one more
+        again = np.zeros_like(out)
+        extra = [samples[2]]
+        read(_address(table), len(samples), again)
+        if int(again[2, 0]) != int(out[2, 0]) + len(extra):
+            return False
+        return _alone() >= 1
+    except Exception:
+        return False
+
+
+class Plan:
+    """The checked leaves of one update: data addresses and sizes, ready for the kernel."""
+
+    __slots__ = ("arrays", "cum", "dicts", "dtype", "inplace", "keys", "library_dtype",
+                 "params", "private", "ptrs", "sizes", "table", "total", "wrap")
+
+    def __init__(self, dtype: np.dtype, keys: tuple[str, ...], params: list[Any],
+                 dicts: list[Any], inplace: bool, table: np.ndarray, n: int) -> None:
+        self.dtype, self.keys, self.params, self.dicts = dtype, keys, params, dicts
+        # the parameters' dtype in their own library (torch's), for the rule's scalars
+        self.library_dtype = params[0].dtype
+        self.inplace = inplace
+        self.table = table  # keeps the objects whose addresses are below alive
+        self.arrays = params  # the parameters as NumPy arrays (views of torch tensors)
+        self.wrap: Any = None  # NumPy array -> the library's array, for new arrays
+        k = len(keys)
+        self.ptrs = np.empty((k + 2, n), np.int64)
+        self.sizes = np.empty(n, np.int64)
+        self.cum = np.empty(n + 1, np.int64)
+        self.private = np.empty((k, n), np.bool_)
+        self.total = 0
+
+    def run(self, element: Any, flags: tuple, scalars: tuple[Any, ...]
+            ) -> tuple[list[Any], list[Any] | None]:
+        """Run the rule; in place: ``(parameters, None)``, else ``(new parameters, new state
+        arrays per leaf)`` (state arrays nobody else holds are reused)."""
+        dtype = self.dtype
+        sc = np.array([_numpy_fused._scalar(x, dtype) for x in scalars], dtype=dtype)
+        k = len(self.keys)
+        parallel = self.total >= _numpy_fused.PARALLEL_MIN_SIZE
+        fn = _numpy_fused.batched_kernel_for(element, flags, k, len(sc), dtype, parallel,
+                                             self.inplace)
+        if self.inplace:
+            fn(self.ptrs, self.sizes, self.cum, sc)
+            return self.params, None
+        new_params = [np.empty(p.shape, dtype) for p in self.arrays]
+        columns = []
+        fresh: list[Any] = []
+        for row, key in enumerate(self.keys):
+            column = list(map(operator.itemgetter(key), self.dicts))
+            for j in np.flatnonzero(~self.private[row]).tolist():
+                column[j] = np.empty(self.arrays[j].shape, dtype)
+            columns.append(column)
+            fresh += column
+        outs = np.empty((k + 1, len(self.params)), np.int64)
+        objects = np.fromiter(itertools.chain(new_params, fresh), object, outs.size)
+        _readers().addresses(_address(objects), outs.size, outs.reshape(-1))
+        fn(self.ptrs, self.sizes, self.cum, sc, outs)
+        if self.wrap is not None:
+            new_params = list(map(self.wrap, new_params))
+            columns = [list(map(self.wrap, column)) for column in columns]
+        return new_params, list(zip(*columns)) if columns else [[] for _ in new_params]
+
+
+def plan(keys: tuple[str, ...], grads: list[Any], params: list[Any], dicts: list[Any],
+         inplace: bool, cache: dict[Any, Any] | None = None) -> Plan | None:
+    """The checked leaves (gradients, parameters, state dicts holding ``keys``), or None when
+    some leaf does not qualify: arrays of other types, dtypes or shapes, non-contiguous or
+    (in place) read-only arrays, state entries that are not dicts of such arrays. Nothing is
+    changed either way.
+
+    CPU torch tensors qualify too, through NumPy views of their memory (in place, those of
+    the parameters and state are kept in ``cache``, the optimizer's kernel cache); new
+    arrays are then made by NumPy and shared with torch (``torch.from_numpy``)."""
+    n = len(grads)
+    if not n or not layout_ok():
+        return None
+    columns: list[Any]
+    if type(params[0]) is np.ndarray:
+        g_, p_ = grads, params
+        try:
+            columns = _entries(dicts, keys)
+            table = _table(dicts, g_, p_, columns)
+        except (KeyError, TypeError, IndexError):
+            return None
+    else:
+        views = _torch(keys, grads, params, dicts, inplace, cache)
+        if views is None:
+            return None
+        g_, p_, columns = views
+        table = _table(dicts, g_, p_, columns)
+    dtype = _DTYPES.get(p_[0].dtype)
+    if dtype is None:
+        return None
+    out = Plan(dtype, keys, params, dicts, inplace, table, n)
+    bad, out.total = _readers().inspect(
+        _address(table), n, len(keys), inplace, id(np.ndarray), id(dict), id(dtype), _alone(),
+        out.ptrs, out.sizes, out.cum, out.private)
+    if bad >= 0:
+        return None
+    if p_ is not params:
+        out.arrays = p_
+        out.wrap = sys.modules["torch"].from_numpy
+        out.private.fill(False)  # torch's memory is never reused: other tensors may share it
+    return out
+
+
+def _torch(keys: tuple[str, ...], grads: list[Any], params: list[Any], dicts: list[Any],
+           inplace: bool, cache: dict[Any, Any] | None) -> Any:
+    """``(gradient views, parameter views, state views per entry)`` for CPU torch leaves, or
+    None."""
+    torch = sys.modules.get("torch")
+    if cache is None or torch is None or not isinstance(params[0], torch.Tensor):
+        return None
+    from . import _torch_views
+
+    def views(tensors: list[Any], role: str) -> list[Any] | None:
+        # a functional update gets new tensors at every call: nothing to keep
+        return _torch_views.kept(tensors, cache, role) if inplace else _torch_views.fresh(tensors)
+
+    p_ = views(params, "")
+    if p_ is None:
+        return None
+    columns = []
+    for key in keys:
+        try:
+            tensors = list(map(operator.itemgetter(key), dicts))
+        except (KeyError, TypeError, IndexError):
+            return None
+        column = views(tensors, key)
+        if column is None:
+            return None
+        columns.append(column)
+    g_ = _torch_views.fresh(grads)
+    return None if g_ is None else (g_, p_, columns)

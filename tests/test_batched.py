@@ -1,0 +1,254 @@
+"""The batched NumPy kernel (one checked call over every leaf): results, checks, all-or-nothing.
+
+The leaves are checked from their array headers at every call, so nothing learned at one call
+may be trusted at the next: replaced arrays, other dtypes, shapes or trees must be seen.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import anyoptim as optim
+from anyoptim import _backend
+from anyoptim._backend import _numpy_batch, _numpy_fused
+from anyoptim.utils import tree_flatten, tree_map
+
+pytest.importorskip("numba")
+
+
+@pytest.fixture
+def batched(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The element functions the batched kernel ran, one entry per call."""
+    calls: list = []
+    original = _numpy_fused.batched_kernel_for
+
+    def spy(element, *args):
+        kernel = original(element, *args)
+
+        def counted(*a):
+            calls.append(element)
+            return kernel(*a)
+
+        return counted
+
+    monkeypatch.setattr(_numpy_fused, "batched_kernel_for", spy)
+    return calls
+
+
+def _reference(make, grads, params):
+    """The same steps on the reference path (no fused executor)."""
+    saved = _backend.fused_numpy_available
+    _backend.fused_numpy_available = lambda: False
+    try:
+        opt = make()
+        for g in grads:
+            params = opt.apply_gradients(g, params)
+        return params, opt.state
+    finally:
+        _backend.fused_numpy_available = saved
+
+
+def _identical(a, b) -> None:
+    fa, fb = tree_flatten(a), tree_flatten(b)
+    assert [k for k, _ in fa] == [k for k, _ in fb]
+    for (k, x), (_, y) in zip(fa, fb):
+        np.testing.assert_array_equal(x, y, err_msg=k, strict=True)
+
+
+def _tree(rng, dtype=np.float32):
+    shapes = [(3, 4), (), (0, 2), (5,), (_numpy_batch.CHUNK * 2 + 5,), (7, 1, 2)]
+    return {
+        "layers": [{"w": rng.standard_normal(s).astype(dtype)} for s in shapes],
+        "many": {f"t{i}": rng.standard_normal(3).astype(dtype) for i in range(50)},
+    }
+
+
+def test_header_layout_is_recognised() -> None:
+    assert _numpy_batch.layout_ok()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batched_update_and_apply_equal_the_reference(batched, dtype) -> None:
+    rng = np.random.default_rng(0)
+    params = _tree(rng, dtype)
+    grads = [_tree(rng, dtype) for _ in range(4)]
+
+    def make():
+        return optim.AdamW(optim.cosine_decay(0.05, 6), bias_correction=True)
+
+    expected, expected_state = _reference(make, grads, params)
+    in_place = make()
+    live = tree_map(lambda a: a.copy(), params)
+    for g in grads:
+        in_place.update(live, g)
+    functional = make()
+    out = params
+    for g in grads:
+        out = functional.apply_gradients(g, out)
+    assert len(batched) == 2 * len(grads)
+    _identical(live, expected)
+    _identical(out, expected)
+    _identical(in_place.state, expected_state)
+    _identical(functional.state, expected_state)
+
+
+def test_replaced_state_array_is_updated(batched) -> None:
+    params = {"a": np.ones(4, np.float32), "b": np.ones(3, np.float32)}
+    grads = {"a": np.full(4, 0.5, np.float32), "b": np.full(3, 0.5, np.float32)}
+    opt = optim.Adam(0.1)
+    opt.update(params, grads)
+    old = opt.state["b"]["m"]
+    kept = old.copy()
+    opt.state["b"]["m"] = np.zeros(3, np.float32)
+    new = opt.state["b"]["m"]
+    opt.update(params, grads)
+    assert opt.state["b"]["m"] is new
+    np.testing.assert_array_equal(old, kept)  # the replaced array is not written any more
+    np.testing.assert_array_equal(new, np.full(3, 0.05, np.float32))  # 0.9 * 0 + 0.1 * 0.5
+    assert batched
+
+
+def test_replaced_parameter_array_is_updated(batched) -> None:
+    params = {"a": np.ones(4, np.float32)}
+    grads = {"a": np.full(4, 0.5, np.float32)}
+    opt = optim.SGD(0.1)
+    opt.update(params, grads)
+    old = params["a"]
+    params["a"] = np.zeros(4, np.float32)
+    opt.update(params, grads)
+    np.testing.assert_array_equal(old, np.full(4, 0.95, np.float32))
+    np.testing.assert_array_equal(params["a"], np.full(4, -0.05, np.float32))
+
+
+def test_changed_dtype_and_tree_between_calls(batched) -> None:
+    rng = np.random.default_rng(1)
+    params = {"a": rng.standard_normal(4).astype(np.float32)}
+    opt = optim.Adam(0.1)
+    opt.update(params, {"a": np.ones(4, np.float32)})
+    # a float16 gradient for the float32 parameter: MLX's mixed-float rules, not the kernel
+    calls = len(batched)
+    start = params["a"].copy()
+    opt.update(params, {"a": np.ones(4, np.float16)})
+    assert len(batched) == calls
+    assert not np.array_equal(params["a"], start)
+    # a new parameter of another dtype: the whole update leaves the batched kernel, correctly
+    params["b"] = rng.standard_normal(3)
+    opt.init(params)
+    opt.update(params, {"a": np.ones(4, np.float32), "b": np.ones(3)})
+    assert opt.state["b"]["m"].dtype == np.float64
+    np.testing.assert_allclose(opt.state["b"]["m"], np.full(3, 0.1), rtol=1e-12)
+    # and back to one dtype: batched again
+    del params["b"]
+    calls = len(batched)
+    opt.update(params, {"a": np.ones(4, np.float32)})
+    assert len(batched) == calls + 1
+
+
+@pytest.mark.parametrize("bad", ["shape", "integer", "none", "read_only_state"])
+def test_bad_leaf_mid_tree_changes_nothing(batched, bad) -> None:
+    names = [f"p{i}" for i in range(20)]
+    params = {k: np.ones(3, np.float32) for k in names}
+    grads = {k: np.full(3, 0.5, np.float32) for k in names}
+    opt = optim.Adam(0.1)
+    for _ in range(2):  # warm: the batched kernel has run
+        opt.update(params, grads)
+    assert batched
+    before_params = {k: v.copy() for k, v in params.items()}
+    before_state = {k: np.array(v, copy=True) for k, v in tree_flatten(opt.state)}
+    broken = dict(grads)
+    if bad == "shape":
+        broken["p10"] = np.ones(4, np.float32)
+        error = ValueError
+    elif bad == "integer":
+        broken["p10"] = np.ones(3, np.int32)
+        error = TypeError
+    elif bad == "none":
+        broken["p10"] = None
+        error = TypeError
+    else:
+        opt.state["p10"]["v"].flags.writeable = False
+        error = None
+    if error is None:
+        # a read-only state array cannot be written in place: the update still succeeds,
+        # without the batched kernel, and replaces that array
+        held = opt.state["p10"]["v"]
+        opt.update(params, broken)
+        assert opt.state["p10"]["v"] is not held
+        np.testing.assert_array_equal(held, before_state["p10.v"])
+        return
+    with pytest.raises(error, match="p10"):
+        opt.update(params, broken)
+    for k, v in params.items():
+        np.testing.assert_array_equal(v, before_params[k], strict=True)
+    after = dict(tree_flatten(opt.state))
+    assert after.keys() == before_state.keys()
+    for k, v in before_state.items():
+        np.testing.assert_array_equal(after[k], v, strict=True)
+
+
+def test_non_contiguous_gradient_is_accepted(batched) -> None:
+    params = {"a": np.ones(4, np.float32), "b": np.ones(4, np.float32)}
+    wide = np.full((4, 2), 0.5, np.float32)
+    opt = optim.Adam(0.1)
+    opt.update(params, {"a": wide[:, 0], "b": wide[:, 1]})
+    ref = optim.Adam(0.1)
+    expected = ref.apply_gradients({"a": wide[:, 0].copy(), "b": wide[:, 1].copy()},
+                                   {"a": np.ones(4, np.float32), "b": np.ones(4, np.float32)})
+    _identical(params, expected)
+
+
+def test_torch_update_runs_batched_and_sees_replaced_tensors(batched) -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    start = {f"t{i}": rng.standard_normal(5).astype(np.float32) for i in range(6)}
+    grads = [{k: rng.standard_normal(5).astype(np.float32) for k in start} for _ in range(3)]
+    model = {k: torch.nn.Parameter(torch.from_numpy(v.copy())) for k, v in start.items()}
+    opt = optim.AdamW(0.05, bias_correction=True)
+    expected, expected_state = _reference(lambda: optim.AdamW(0.05, bias_correction=True),
+                                          grads, start)
+    opt.update(model, {k: torch.from_numpy(v) for k, v in grads[0].items()})
+    # new memory behind a parameter and a new state tensor between calls: both are updated
+    model["t1"].data = model["t1"].data.clone()
+    opt.state["t2"]["v"] = opt.state["t2"]["v"].clone()
+    for g in grads[1:]:
+        opt.update(model, {k: torch.from_numpy(v) for k, v in g.items()})
+    assert len(batched) == 3
+    _identical({k: v.detach().numpy() for k, v in model.items()}, expected)
+    _identical({k: {n: a.numpy() for n, a in s.items()} for k, s in opt.state.items()
+                if isinstance(s, dict)},
+               {k: s for k, s in expected_state.items() if isinstance(s, dict)})
+
+
+def test_torch_apply_gradients_runs_batched_and_leaves_inputs_alone(batched) -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    start = {f"t{i}": rng.standard_normal((2, 3)).astype(np.float32) for i in range(5)}
+    grads = [{k: rng.standard_normal((2, 3)).astype(np.float32) for k in start}
+             for _ in range(3)]
+    expected, expected_state = _reference(lambda: optim.Adam(0.05), grads, start)
+    opt = optim.Adam(0.05)
+    params = {k: torch.from_numpy(v.copy()) for k, v in start.items()}
+    first = {k: v.clone() for k, v in params.items()}
+    out = params
+    for g in grads:
+        out = opt.apply_gradients({k: torch.from_numpy(v) for k, v in g.items()}, out)
+    assert len(batched) == 3
+    assert all(type(v) is torch.Tensor and v.dtype == torch.float32 for v in out.values())
+    for k in params:
+        assert torch.equal(params[k], first[k])
+    _identical({k: v.numpy() for k, v in out.items()}, expected)
+    _identical({k: {n: a.numpy() for n, a in s.items()} for k, s in opt.state.items()
+                if isinstance(s, dict)},
+               {k: s for k, s in expected_state.items() if isinstance(s, dict)})
+
+
+def test_torch_gradients_that_require_grad_are_viewed_too(batched) -> None:
+    torch = pytest.importorskip("torch")
+    model = {"a": torch.nn.Parameter(torch.ones(3)), "b": torch.nn.Parameter(torch.ones(2))}
+    grads = {"a": torch.full((3,), 0.5, requires_grad=True), "b": torch.full((2,), 0.5)}
+    opt = optim.SGD(0.1)
+    opt.update(model, grads)
+    assert batched
+    assert torch.equal(model["a"].detach(), torch.full((3,), 0.95))
+    assert torch.equal(model["b"].detach(), torch.full((2,), 0.95))
