@@ -252,3 +252,95 @@ def test_torch_gradients_that_require_grad_are_viewed_too(batched) -> None:
     assert batched
     assert torch.equal(model["a"].detach(), torch.full((3,), 0.95))
     assert torch.equal(model["b"].detach(), torch.full((2,), 0.95))
+
+
+def _in_place_reference(make, grads, params):
+    """``update`` in place on the reference path (no fused executor)."""
+    saved = _backend.fused_numpy_available
+    _backend.fused_numpy_available = lambda: False
+    try:
+        opt = make()
+        for g in grads:
+            opt.update(params, g)
+        return params, opt.state
+    finally:
+        _backend.fused_numpy_available = saved
+
+
+@pytest.mark.parametrize("tie", ["same_array", "overlapping_views"])
+def test_tied_parameters_are_updated_one_after_the_other(batched, tie) -> None:
+    # the same memory at two places of the tree: the multi-threaded kernel would update it
+    # from two threads at once; the per-leaf executors run the leaves in order, as the
+    # reference does
+    rng = np.random.default_rng(5)
+    chunk = _numpy_batch.CHUNK
+    buffer = rng.standard_normal(chunk * 3).astype(np.float32)
+    many = {f"t{i}": rng.standard_normal(4).astype(np.float32) for i in range(40)}
+
+    def tied():
+        base = buffer.copy()
+        first, second = (base, base) if tie == "same_array" else (base[: 2 * chunk], base[chunk:])
+        return base, {"embed": first, "head": second, "many": tree_map(np.copy, many)}
+
+    grads = [tree_map(lambda a: rng.standard_normal(a.shape).astype(np.float32), tied()[1])
+             for _ in range(3)]
+
+    def make():
+        return optim.AdamW(0.05, bias_correction=True)
+
+    expected_base, expected = tied()
+    expected, expected_state = _in_place_reference(make, grads, expected)
+    base, live = tied()
+    opt = make()
+    for g in grads:
+        opt.update(live, g)
+    assert not batched  # the overlap sent the update to the per-leaf executors
+    _identical(opt.state, expected_state)
+    _identical(live, expected)
+    np.testing.assert_array_equal(base, expected_base, strict=True)
+    assert not np.array_equal(base, buffer)
+
+
+def test_small_state_is_packed_per_entry_and_changes_nothing(batched, monkeypatch) -> None:
+    from anyoptim._backend import _numpy_pack
+
+    rng = np.random.default_rng(6)
+    params = {f"t{i}": rng.standard_normal((4, 5)).astype(np.float32) for i in range(64)}
+    params["big"] = rng.standard_normal(_numpy_pack.MAX_BYTES).astype(np.float32)
+    grads = [tree_map(lambda a: rng.standard_normal(a.shape).astype(np.float32), params)
+             for _ in range(3)]
+
+    def run(make, pack):
+        if not pack:
+            monkeypatch.setattr(_numpy_pack, "MIN_LEAVES", 10**9)
+        try:
+            opt = make()
+            live = tree_map(np.copy, params)
+            opt.init(live)
+            layout = {k: opt.state["t0"][k].base for k in opt.state["t0"]}
+            for g in grads:
+                opt.update(live, g)
+            return live, opt.state, layout
+        finally:
+            monkeypatch.undo()
+
+    for make in (lambda: optim.AdamW(0.01, bias_correction=True),
+                 lambda: optim.ScheduleFreeAdamW(0.01)):  # state starting at the parameters
+        packed, packed_state, layout = run(make, True)
+        plain, plain_state, plain_layout = run(make, False)
+        _identical(packed, plain)
+        _identical(packed_state, plain_state)
+        assert all(b is None for b in plain_layout.values())
+        for key, block in layout.items():
+            if not isinstance(packed_state["t0"][key], np.ndarray) or not key:
+                continue
+            if packed_state["t0"][key].ndim == 0:
+                continue
+            # every small parameter's entry is a view of one block, in the parameters' order
+            # and on cache-line boundaries; the large parameter keeps its own array
+            assert block is not None, key
+            views = [packed_state[f"t{i}"][key] for i in range(64)]
+            assert all(v.base is block for v in views)
+            starts = [v.ctypes.data for v in views]
+            assert starts == sorted(starts) and all(s % _numpy_pack.ALIGN == 0 for s in starts)
+            assert packed_state["big"][key].base is None

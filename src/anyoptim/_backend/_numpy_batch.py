@@ -62,11 +62,24 @@ def _readers() -> types.SimpleNamespace:
                 and (i32(o + _FLAGS) & need) == need)
 
     @numba.njit(nogil=True)
-    def inspect(table, n, k, inplace, array_type, dict_type, descr, alone,
+    def overlap(starts, sizes, item):  # pragma: no cover - compiled
+        # the index of an array whose memory overlaps another's (tied parameters: the same
+        # array twice in a tree, or views of one buffer), else -1
+        order = np.argsort(starts)
+        for i in range(starts.shape[0] - 1):
+            a, b = order[i], order[i + 1]
+            if sizes[a] > 0 and sizes[b] > 0 and starts[b] < starts[a] + sizes[a] * item:
+                return b
+        return -1
+
+    @numba.njit(nogil=True)
+    def inspect(table, n, k, inplace, array_type, dict_type, descr, alone, item,
                 ptrs, sizes, cum, private):  # pragma: no cover - compiled
         # table: the object addresses, k + 3 rows of n (state dicts, gradients, parameters,
         # then one row per state entry); returns (index of the first leaf that does not
-        # qualify or -1, total number of elements)
+        # qualify or -1, total number of elements). In place, parameters whose memory
+        # overlaps do not qualify: the parallel kernel would update them concurrently, and
+        # the per-leaf executors update them one after the other, as the reference does.
         objs = numba.carray(voidptr(table), (k + 3) * n, np.int64)
         writeable = _READABLE | _WRITEABLE if inplace else _READABLE
         total = 0
@@ -103,6 +116,10 @@ def _readers() -> types.SimpleNamespace:
             sizes[j] = size
             cum[j + 1] = cum[j] + (size + CHUNK - 1) // CHUNK
             total += size
+        if inplace and n > 1:
+            tied = overlap(ptrs[1, :n], sizes, item)
+            if tied >= 0:
+                return tied, 0
         return -1, total
 
     @numba.njit(nogil=True)
@@ -279,7 +296,7 @@ def plan(keys: tuple[str, ...], grads: list[Any], params: list[Any], dicts: list
     out = Plan(dtype, keys, params, dicts, inplace, table, n)
     bad, out.total = _readers().inspect(
         _address(table), n, len(keys), inplace, id(np.ndarray), id(dict), id(dtype), _alone(),
-        out.ptrs, out.sizes, out.cum, out.private)
+        dtype.itemsize, out.ptrs, out.sizes, out.cum, out.private)
     if bad >= 0:
         return None
     if p_ is not params:

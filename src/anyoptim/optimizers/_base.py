@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .. import _backend
-from .._backend import finalize, library_name
+from .._backend import _numpy_pack, finalize, library_name
 from .._backend._rules import Elementwise
 from ..errors import MissingStateError
 from . import _groups, _precision, _step, _tree
@@ -190,6 +190,7 @@ class Optimizer:
             structure = _tree.gather(parameters, parameters, self._state, grads, [], states)
         except PathError as err:
             raise err.build(f"{name}.init: parameter") from None
+        fresh: list[dict[str, Any]] = []
         try:
             for i, (p, s) in enumerate(zip(grads, states)):
                 if not isinstance(s, dict):
@@ -205,10 +206,12 @@ class Optimizer:
                 for k, v in s.items():
                     s[k] = finalize(v)
                 _precision.cast_state(self, p, s)
+                fresh.append(s)
         except PathError as err:
             raise err.build(f"{name}.init: parameter") from None
         finally:
             self._xp = None
+        _numpy_pack.pack(fresh)
         self._initialized = True
 
     def update(self, model: Any, gradients: Any,
