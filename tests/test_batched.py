@@ -6,6 +6,8 @@ may be trusted at the next: replaced arrays, other dtypes, shapes or trees must 
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pytest
 
@@ -344,3 +346,48 @@ def test_small_state_is_packed_per_entry_and_changes_nothing(batched, monkeypatc
             starts = [v.ctypes.data for v in views]
             assert starts == sorted(starts) and all(s % _numpy_pack.ALIGN == 0 for s in starts)
             assert packed_state["big"][key].base is None
+
+
+@pytest.mark.parametrize("holder", ["none", "reference", "view", "numpy", "autograd"])
+def test_torch_apply_gradients_reuses_only_state_nobody_else_holds(batched, holder) -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    start = {f"t{i}": rng.standard_normal(6).astype(np.float32) for i in range(4)}
+    grads = [{k: rng.standard_normal(6).astype(np.float32) for k in start} for _ in range(4)]
+    expected, expected_state = _reference(lambda: optim.Adam(0.05), grads, start)
+    opt = optim.Adam(0.05)
+    out = {k: torch.from_numpy(v.copy()) for k, v in start.items()}
+    held = None
+    for step, g in enumerate(grads):
+        out = opt.apply_gradients({k: torch.from_numpy(v) for k, v in g.items()}, out)
+        if step == 1:
+            m = opt.state["t2"]["m"]
+            before = m.clone()
+            kept = {"t1": weakref.ref(opt.state["t1"]["v"]),  # no reference: a weak one
+                    "t3": weakref.ref(opt.state["t3"]["m"])}
+            held = {"none": None, "reference": m, "view": m[1:], "numpy": m.numpy(),
+                    "autograd": None}[holder]
+            if holder == "autograd":
+                w = torch.ones(6, requires_grad=True)
+                held = (w * m).sum()  # saves m for the backward pass
+            del m
+    assert len(batched) == len(grads)
+    # tensors nobody else held were updated in place (the same objects at every step)
+    assert opt.state["t1"]["v"] is kept["t1"]() and opt.state["t3"]["m"] is kept["t3"]()
+    if holder != "none":
+        # the held tensor keeps its values; the state moved on to a new tensor
+        assert opt.state["t2"]["m"] is not before
+        current = held if holder != "autograd" else None
+        if holder == "reference":
+            assert torch.equal(current, before)
+        elif holder == "view":
+            assert torch.equal(current, before[1:])
+        elif holder == "numpy":
+            np.testing.assert_array_equal(current, before.numpy())
+        else:
+            held.backward()
+            assert torch.equal(w.grad, before)
+    _identical({k: v.numpy() for k, v in out.items()}, expected)
+    _identical({k: {n: a.numpy() for n, a in s.items()} for k, s in opt.state.items()
+                if isinstance(s, dict)},
+               {k: s for k, s in expected_state.items() if isinstance(s, dict)})

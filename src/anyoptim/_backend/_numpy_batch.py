@@ -212,8 +212,9 @@ def layout_ok() -> bool:
 class Plan:
     """The checked leaves of one update: data addresses and sizes, ready for the kernel."""
 
-    __slots__ = ("arrays", "cum", "dicts", "dtype", "inplace", "keys", "library_dtype",
-                 "params", "private", "ptrs", "sizes", "table", "total", "wrap")
+    __slots__ = ("arrays", "cache", "cum", "dicts", "dtype", "inplace", "keys",
+                 "library_dtype", "params", "private", "ptrs", "sizes", "table", "total",
+                 "views", "wrap")
 
     def __init__(self, dtype: np.dtype, keys: tuple[str, ...], params: list[Any],
                  dicts: list[Any], inplace: bool, table: np.ndarray, n: int) -> None:
@@ -224,6 +225,8 @@ class Plan:
         self.table = table  # keeps the objects whose addresses are below alive
         self.arrays = params  # the parameters as NumPy arrays (views of torch tensors)
         self.wrap: Any = None  # NumPy array -> the library's array, for new arrays
+        self.cache: Any = None  # torch: the optimizer's kernel cache, where views are kept
+        self.views: list[Any] = []  # torch: the state tensors' views, per entry
         k = len(keys)
         self.ptrs = np.empty((k + 2, n), np.int64)
         self.sizes = np.empty(n, np.int64)
@@ -244,22 +247,45 @@ class Plan:
         if self.inplace:
             fn(self.ptrs, self.sizes, self.cum, sc)
             return self.params, None
+        n = len(self.params)
         new_params = [np.empty(p.shape, dtype) for p in self.arrays]
-        columns = []
-        fresh: list[Any] = []
+        # outputs: new arrays, except the state arrays nobody else holds (updated in place)
+        outs = self.ptrs[1:].copy()
+        columns, made = [], []
         for row, key in enumerate(self.keys):
             column = list(map(operator.itemgetter(key), self.dicts))
-            for j in np.flatnonzero(~self.private[row]).tolist():
-                column[j] = np.empty(self.arrays[j].shape, dtype)
+            index = np.flatnonzero(~self.private[row])
+            arrays = [np.empty(self.arrays[j].shape, dtype) for j in index.tolist()]
             columns.append(column)
-            fresh += column
-        outs = np.empty((k + 1, len(self.params)), np.int64)
-        objects = np.fromiter(itertools.chain(new_params, fresh), object, outs.size)
-        _readers().addresses(_address(objects), outs.size, outs.reshape(-1))
+            made.append((index, arrays))
+        fresh = list(itertools.chain(new_params, *(arrays for _, arrays in made)))
+        objects = np.fromiter(fresh, object, len(fresh))
+        addresses = np.empty(len(fresh), np.int64)
+        _readers().addresses(_address(objects), len(fresh), addresses)
+        outs[0] = addresses[:n]
+        at = n
+        for row, (index, arrays) in enumerate(made):
+            outs[row + 1, index] = addresses[at: at + len(arrays)]
+            at += len(arrays)
         fn(self.ptrs, self.sizes, self.cum, sc, outs)
-        if self.wrap is not None:
-            new_params = list(map(self.wrap, new_params))
-            columns = [list(map(self.wrap, column)) for column in columns]
+        wrap = self.wrap
+        if wrap is None:
+            for column, (index, arrays) in zip(columns, made):
+                for j, a in zip(index.tolist(), arrays):
+                    column[j] = a
+        else:  # torch: wrap the new arrays; keep every output's view for the next call
+            from . import _torch_views
+
+            arrays_p = new_params
+            new_params = list(map(wrap, arrays_p))
+            _torch_views.remember(self.cache, "", new_params, arrays_p, outs[0].tolist())
+            for row, (column, (index, arrays)) in enumerate(zip(columns, made)):
+                views = list(self.views[row])
+                for j, a in zip(index.tolist(), arrays):
+                    column[j] = wrap(a)
+                    views[j] = a
+                _torch_views.remember(self.cache, self.keys[row], column, views,
+                                      outs[row + 1].tolist())
         return new_params, list(zip(*columns)) if columns else [[] for _ in new_params]
 
 
@@ -288,7 +314,7 @@ def plan(keys: tuple[str, ...], grads: list[Any], params: list[Any], dicts: list
         views = _torch(keys, grads, params, dicts, inplace, cache)
         if views is None:
             return None
-        g_, p_, columns = views
+        g_, p_, columns, tensors = views
         table = _table(dicts, g_, p_, columns)
     dtype = _DTYPES.get(p_[0].dtype)
     if dtype is None:
@@ -302,7 +328,13 @@ def plan(keys: tuple[str, ...], grads: list[Any], params: list[Any], dicts: list
     if p_ is not params:
         out.arrays = p_
         out.wrap = sys.modules["torch"].from_numpy
-        out.private.fill(False)  # torch's memory is never reused: other tensors may share it
+        out.cache, out.views = cache, columns
+        if not inplace:
+            # the NumPy views never own their memory; the tensors tell who else holds it
+            from . import _torch_views
+
+            for row, (key, column) in enumerate(zip(keys, tensors)):
+                out.private[row] = _torch_views.private(column, cache, key)
     return out
 
 
@@ -311,26 +343,26 @@ def _torch(keys: tuple[str, ...], grads: list[Any], params: list[Any], dicts: li
     """``(gradient views, parameter views, state views per entry)`` for CPU torch leaves, or
     None."""
     torch = sys.modules.get("torch")
-    if cache is None or torch is None or not isinstance(params[0], torch.Tensor):
+    if (cache is None or torch is None or not isinstance(params[0], torch.Tensor)
+            or torch.compiler.is_compiling()):  # traced tensors have no memory to view
         return None
     from . import _torch_views
 
-    def views(tensors: list[Any], role: str) -> list[Any] | None:
-        # a functional update gets new tensors at every call: nothing to keep
-        return _torch_views.kept(tensors, cache, role) if inplace else _torch_views.fresh(tensors)
-
-    p_ = views(params, "")
+    # parameters and state tensors usually come back at the next call: those of an update in
+    # place, and the new ones a functional update made (see Plan.run)
+    p_ = _torch_views.kept(params, cache, "")
     if p_ is None:
         return None
-    columns = []
+    columns, state = [], []
     for key in keys:
         try:
             tensors = list(map(operator.itemgetter(key), dicts))
         except (KeyError, TypeError, IndexError):
             return None
-        column = views(tensors, key)
+        column = _torch_views.kept(tensors, cache, key)
         if column is None:
             return None
         columns.append(column)
+        state.append(tensors)
     g_ = _torch_views.fresh(grads)
-    return None if g_ is None else (g_, p_, columns)
+    return None if g_ is None else (g_, p_, columns, state)

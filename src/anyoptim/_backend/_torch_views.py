@@ -59,9 +59,53 @@ def kept(tensors: list[Any], cache: dict[Any, Any], role: str) -> list[Any] | No
             view = _view(t)
             if view is None:
                 return None
-            entry = (t, address, view)
+            entry = (t, address, view, 1)  # the view holds the tensor's storage
             missed = True
         out.append(entry)
     if missed or key not in cache:
         cache[key] = {id(e[0]): e for e in out}
     return [e[2] for e in out]
+
+
+def remember(cache: dict[Any, Any], role: str, tensors: list[Any], arrays: list[Any],
+             addresses: list[int]) -> None:
+    """Keep the views of tensors made here from NumPy arrays (``torch.from_numpy``): the new
+    parameters and state tensors of a functional update, which usually come back next call."""
+    # a tensor made from an array holds the array; the array does not hold the storage
+    cache[(_KEY, role)] = {id(t): (t, a, v, 0) for t, a, v in zip(tensors, addresses, arrays)}
+
+
+def _counts(tensors: list[Any]) -> list[tuple[int, int]]:
+    """(Python references, storage users) of each tensor, as :func:`private` sees them."""
+    torch = sys.modules["torch"]
+    use = torch._C._storage_Use_Count
+    return [(sys.getrefcount(t), use(t.untyped_storage()._cdata)) for t in tensors]
+
+
+_ALONE: list[tuple[int, int]] = []
+
+
+def _alone() -> tuple[int, int]:
+    """The counts of a state tensor held only by its state dict and this module's cache."""
+    if not _ALONE:
+        torch = sys.modules["torch"]
+        holder = {"m": torch.zeros(2)}
+        cache: dict[Any, Any] = {}
+        kept([holder["m"]], cache, "m")
+        _ALONE.append(_counts([holder["m"]])[0])
+    return _ALONE[0]
+
+
+def private(tensors: list[Any], cache: dict[Any, Any], role: str) -> list[bool]:
+    """Which state tensors (just seen by :func:`kept` for ``role``, held in one list) a
+    functional update may overwrite: held by nobody else (no other Python reference, no view
+    or NumPy array of their memory), covering their whole storage, outside autograd."""
+    refs, uses = _alone()
+    known = cache[(_KEY, role)]
+    out = []
+    for t, counts in zip(tensors, _counts(tensors)):
+        # the kept view of a tensor made from an array is that array: one storage use fewer
+        alone = (refs, uses - 1 + known[id(t)][3])
+        out.append(counts == alone and not t.requires_grad and t.storage_offset() == 0
+                   and t.untyped_storage().nbytes() == t.numel() * t.element_size())
+    return out
