@@ -329,7 +329,7 @@ def plan(keys: tuple[str, ...], grads: list[Any], params: list[Any], dicts: list
         out.arrays = p_
         out.wrap = sys.modules["torch"].from_numpy
         out.cache, out.views = cache, columns
-        if not inplace:
+        if not inplace and cache is not None:  # (torch views exist only with a cache)
             # the NumPy views never own their memory; the tensors tell who else holds it
             from . import _torch_views
 
