@@ -391,3 +391,32 @@ def test_torch_apply_gradients_reuses_only_state_nobody_else_holds(batched, hold
     _identical({k: {n: a.numpy() for n, a in s.items()} for k, s in opt.state.items()
                 if isinstance(s, dict)},
                {k: s for k, s in expected_state.items() if isinstance(s, dict)})
+
+
+def test_parameters_tied_after_an_untied_call_are_seen(batched) -> None:
+    # the verdict "no overlap" is kept for the parameters of the last call only
+    rng = np.random.default_rng(8)
+    many = {f"t{i}": rng.standard_normal(4).astype(np.float32) for i in range(40)}
+    grads = [tree_map(lambda a: rng.standard_normal(a.shape).astype(np.float32), many)
+             for _ in range(2)]
+
+    def run(fused):
+        saved = _backend.fused_numpy_available
+        if not fused:
+            _backend.fused_numpy_available = lambda: False
+        try:
+            opt = optim.AdamW(0.05, bias_correction=True)
+            live = tree_map(np.copy, many)
+            opt.update(live, grads[0])
+            live["t1"] = live["t0"]  # tied from now on
+            opt.update(live, grads[1])
+            return live, opt.state
+        finally:
+            _backend.fused_numpy_available = saved
+
+    expected, expected_state = run(False)
+    batched.clear()
+    live, state = run(True)
+    assert len(batched) == 1  # the first call only
+    _identical(live, expected)
+    _identical(state, expected_state)

@@ -35,6 +35,8 @@ _READABLE = _C_CONTIGUOUS | _ALIGNED
 # Large arrays are cut into chunks of this many elements, the units shared among threads.
 CHUNK = 1 << 16
 
+_TIED = "untied parameters"  # the kernel cache's entry for the last verdict of _tied
+
 _DTYPES: dict[Any, np.dtype] = {np.dtype(np.float32): np.dtype(np.float32), np.dtype(np.float64): np.dtype(np.float64)}
 
 
@@ -73,13 +75,11 @@ def _readers() -> types.SimpleNamespace:
         return -1
 
     @numba.njit(nogil=True)
-    def inspect(table, n, k, inplace, array_type, dict_type, descr, alone, item,
+    def inspect(table, n, k, inplace, array_type, dict_type, descr, alone,
                 ptrs, sizes, cum, private):  # pragma: no cover - compiled
         # table: the object addresses, k + 3 rows of n (state dicts, gradients, parameters,
         # then one row per state entry); returns (index of the first leaf that does not
-        # qualify or -1, total number of elements). In place, parameters whose memory
-        # overlaps do not qualify: the parallel kernel would update them concurrently, and
-        # the per-leaf executors update them one after the other, as the reference does.
+        # qualify or -1, total number of elements)
         objs = numba.carray(voidptr(table), (k + 3) * n, np.int64)
         writeable = _READABLE | _WRITEABLE if inplace else _READABLE
         total = 0
@@ -116,10 +116,6 @@ def _readers() -> types.SimpleNamespace:
             sizes[j] = size
             cum[j + 1] = cum[j] + (size + CHUNK - 1) // CHUNK
             total += size
-        if inplace and n > 1:
-            tied = overlap(ptrs[1, :n], sizes, item)
-            if tied >= 0:
-                return tied, 0
         return -1, total
 
     @numba.njit(nogil=True)
@@ -142,7 +138,8 @@ def _readers() -> types.SimpleNamespace:
             out[j, 6] = i64(o + _DESCR)
             out[j, 7] = i32(o + _FLAGS)
 
-    return types.SimpleNamespace(inspect=inspect, addresses=addresses, fields=fields)
+    return types.SimpleNamespace(inspect=inspect, overlap=overlap, addresses=addresses,
+                                 fields=fields)
 
 
 def _address(objects: np.ndarray) -> int:
@@ -322,8 +319,8 @@ def plan(keys: tuple[str, ...], grads: list[Any], params: list[Any], dicts: list
     out = Plan(dtype, keys, params, dicts, inplace, table, n)
     bad, out.total = _readers().inspect(
         _address(table), n, len(keys), inplace, id(np.ndarray), id(dict), id(dtype), _alone(),
-        dtype.itemsize, out.ptrs, out.sizes, out.cum, out.private)
-    if bad >= 0:
+        out.ptrs, out.sizes, out.cum, out.private)
+    if bad >= 0 or (inplace and _tied(out, cache)):
         return None
     if p_ is not params:
         out.arrays = p_
@@ -336,6 +333,25 @@ def plan(keys: tuple[str, ...], grads: list[Any], params: list[Any], dicts: list
             for row, (key, column) in enumerate(zip(keys, tensors)):
                 out.private[row] = _torch_views.private(column, cache, key)
     return out
+
+
+def _tied(plan: Plan, cache: dict[Any, Any] | None) -> bool:
+    """True if the memory of two parameters overlaps (tied parameters: the same array twice in
+    a tree, or views of one buffer). The parallel in-place kernel would update them at once
+    from two threads; the reference path writes them one after the other. The answer for the
+    parameters of the last call (the same addresses and sizes) is kept in ``cache``."""
+    starts, sizes = plan.ptrs[1], plan.sizes
+    if len(sizes) < 2:
+        return False
+    known = cache.get(_TIED) if cache is not None else None
+    if (known is not None and np.array_equal(known[0], starts)
+            and np.array_equal(known[1], sizes)):
+        return False
+    if _readers().overlap(starts, sizes, plan.dtype.itemsize) >= 0:
+        return True
+    if cache is not None:
+        cache[_TIED] = (starts.copy(), sizes.copy())
+    return False
 
 
 def _torch(keys: tuple[str, ...], grads: list[Any], params: list[Any], dicts: list[Any],
