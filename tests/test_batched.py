@@ -38,14 +38,18 @@ def batched(monkeypatch: pytest.MonkeyPatch) -> list:
     return calls
 
 
-def _reference(make, grads, params):
-    """The same steps on the reference path (no fused executor)."""
+def _reference(make, grads, params, in_place=False):
+    """The same steps on the reference path (no fused executor): ``apply_gradients``, or
+    ``update`` on ``params`` with ``in_place``."""
     saved = _backend.fused_numpy_available
     _backend.fused_numpy_available = lambda: False
     try:
         opt = make()
         for g in grads:
-            params = opt.apply_gradients(g, params)
+            if in_place:
+                opt.update(params, g)
+            else:
+                params = opt.apply_gradients(g, params)
         return params, opt.state
     finally:
         _backend.fused_numpy_available = saved
@@ -256,19 +260,6 @@ def test_torch_gradients_that_require_grad_are_viewed_too(batched) -> None:
     assert torch.equal(model["b"].detach(), torch.full((2,), 0.95))
 
 
-def _in_place_reference(make, grads, params):
-    """``update`` in place on the reference path (no fused executor)."""
-    saved = _backend.fused_numpy_available
-    _backend.fused_numpy_available = lambda: False
-    try:
-        opt = make()
-        for g in grads:
-            opt.update(params, g)
-        return params, opt.state
-    finally:
-        _backend.fused_numpy_available = saved
-
-
 @pytest.mark.parametrize("tie", ["same_array", "overlapping_views"])
 def test_tied_parameters_are_updated_one_after_the_other(batched, tie) -> None:
     # the same memory at two places of the tree: the multi-threaded kernel would update it
@@ -291,7 +282,7 @@ def test_tied_parameters_are_updated_one_after_the_other(batched, tie) -> None:
         return optim.AdamW(0.05, bias_correction=True)
 
     expected_base, expected = tied()
-    expected, expected_state = _in_place_reference(make, grads, expected)
+    expected, expected_state = _reference(make, grads, expected, in_place=True)
     base, live = tied()
     opt = make()
     for g in grads:
