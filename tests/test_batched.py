@@ -411,3 +411,29 @@ def test_parameters_tied_after_an_untied_call_are_seen(batched) -> None:
     assert len(batched) == 1  # the first call only
     _identical(live, expected)
     _identical(state, expected_state)
+
+
+def test_torch_pure_step_and_saved_state_are_never_overwritten(batched) -> None:
+    # pure_step's input state and a flattened copy of the state (as saved) share tensors with
+    # the optimizer's working state: those are never updated in place
+    torch = pytest.importorskip("torch")
+    gen = torch.Generator().manual_seed(0)
+    params = {f"t{i}": torch.randn(5, generator=gen) for i in range(4)}
+    grads = {k: torch.randn(5, generator=gen) for k in params}
+    opt = optim.Adam(0.1)
+    opt.init(params)
+    state = opt.state
+    p1, s1 = opt.pure_step(params, grads, state)
+    snapshot = {k: v.clone() for k, v in tree_flatten(s1)}
+    p2, _ = opt.pure_step(p1, grads, s1)
+    opt.pure_step(p2, grads, s1)
+    assert all(torch.count_nonzero(state[k]["m"]) == 0 for k in params)
+    assert all(torch.equal(v, snapshot[k]) for k, v in tree_flatten(s1))
+    live = optim.Adam(0.1)
+    out = live.apply_gradients(grads, params)
+    out = live.apply_gradients(grads, out)
+    saved = dict(tree_flatten(live.state))
+    copies = {k: v.clone() for k, v in saved.items()}
+    live.apply_gradients(grads, out)
+    assert all(torch.equal(saved[k], copies[k]) for k in saved)
+    assert batched

@@ -24,11 +24,10 @@ from typing import Any
 import numpy as np
 
 from .. import _backend
-from .._backend import _numpy_pack, finalize, library_name
+from .._backend import finalize, library_name
 from .._backend._rules import Elementwise
 from ..errors import MissingStateError
-from . import _groups, _precision, _step, _tree
-from ._tree import PathError
+from . import _groups, _init, _precision, _step, _tree
 
 Schedule = Callable[[Any], Any]
 LearningRate = float | Schedule
@@ -170,48 +169,7 @@ class Optimizer:
 
         Existing per-parameter state, ``step`` and ``learning_rate`` are never reset.
         """
-        self._check_reserved(parameters, "parameters")
-        name = type(self).__name__
-        structure, leaves = _tree.flatten(parameters)
-        for i, leaf in enumerate(leaves):
-            if library_name(leaf) is None:
-                path = _tree.paths(structure)[i]
-                raise TypeError(
-                    f"{name}.init: parameter at {path or '<root>'!r}: expected an array, got "
-                    f"{type(leaf).__name__} ({leaf!r:.60}). Remove non-array leaves (None, "
-                    "numbers) from the tree."
-                )
-        _tree.merge_structure(parameters, self._state, name)
-        if leaves:
-            self._adopt_scalars(leaves[0])
-        grads: list[Any] = []
-        states: list[Any] = []
-        try:
-            structure = _tree.gather(parameters, parameters, self._state, grads, [], states)
-        except PathError as err:
-            raise err.build(f"{name}.init: parameter") from None
-        fresh: list[dict[str, Any]] = []
-        try:
-            for i, (p, s) in enumerate(zip(grads, states)):
-                if not isinstance(s, dict):
-                    raise PathError.at(
-                        _tree.paths(structure)[i].split("."), _tree.TreeMismatchError,
-                        f"the state entry is a {type(s).__name__}, expected a dict of state "
-                        "arrays",
-                    )
-                if s:
-                    continue
-                self._xp = _backend.namespace(p)
-                self.init_single(p, s)
-                for k, v in s.items():
-                    s[k] = finalize(v)
-                _precision.cast_state(self, p, s)
-                fresh.append(s)
-        except PathError as err:
-            raise err.build(f"{name}.init: parameter") from None
-        finally:
-            self._xp = None
-        _numpy_pack.pack(fresh)
+        _init.create_state(self, parameters)
         self._initialized = True
 
     def update(self, model: Any, gradients: Any,

@@ -7,7 +7,7 @@ from typing import Any
 
 from .. import _backend
 from ..errors import MissingStateError
-from . import _step, _tree
+from . import _checks, _tree
 from ._base import SKIPPED, Hyperparameters, Optimizer
 from ._tree import PathError
 
@@ -89,9 +89,9 @@ class MultiOptimizer(Optimizer):
         try:
             # every leaf is checked before any filter sees it
             structure = _tree.gather(gradients, parameters, parameters, grads, params, [])
-            _step.check_leaves(grads, params, None)
-        except (PathError, _step._LeafError) as err:
-            raise _step.located(err, structure).build(
+            _checks.check_leaves(grads, params, None)
+        except (PathError, _checks.LeafError) as err:
+            raise _checks.located(err, structure).build(
                 "MultiOptimizer.apply_gradients: gradient") from None
         structure, owners, parts = self._split(gradients)
         snapshots = [_tree.snapshot_dicts(opt.state) for opt in self.optimizers]

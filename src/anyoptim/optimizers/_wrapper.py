@@ -30,7 +30,7 @@ import numpy as np
 from .. import _backend
 from .._backend import finalize, library_name
 from ..utils import _rebuild
-from . import _step, _tree
+from . import _checks, _tree
 from ._base import SKIPPED, Hyperparameters, Optimizer
 from ._tree import PathError
 
@@ -217,9 +217,9 @@ class Wrapper(Optimizer):
         structure = None
         try:
             structure = _tree.gather(gradients, parameters, parameters, grads, params, [])
-            _step.check_leaves(grads, params, None)
-        except (PathError, _step._LeafError) as err:
-            raise _step.located(err, structure).build(f"{name}.apply_gradients: gradient") from None
+            _checks.check_leaves(grads, params, None)
+        except (PathError, _checks.LeafError) as err:
+            raise _checks.located(err, structure).build(f"{name}.apply_gradients: gradient") from None
         call = _Call(self, gradients, parameters, structure, grads, params, hyper)
         if not self.skip_nonfinite or not grads:
             return self._run(call, inplace)
