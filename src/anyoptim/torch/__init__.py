@@ -28,7 +28,8 @@ This module imports torch; ``import anyoptim`` never imports it.
 
 from ._adam import Adam, AdamW
 from ._adaptive import AdaDelta, Adadelta, Adagrad, Adamax, Lion
-from ._belief import AdaBelief, AdamAtan2, LaProp, StableAdamW
+from ._atan2_stable import AdamAtan2, StableAdamW
+from ._belief import AdaBelief, LaProp
 from ._classic import SGD, RMSprop
 from ._convert import from_anyoptim, load, save, to_anyoptim
 from ._groups import param_groups
