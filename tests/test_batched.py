@@ -437,3 +437,38 @@ def test_torch_pure_step_and_saved_state_are_never_overwritten(batched) -> None:
     live.apply_gradients(grads, out)
     assert all(torch.equal(saved[k], copies[k]) for k in saved)
     assert batched
+
+
+@pytest.mark.parametrize("reader", ["load", "load_state"])
+def test_loaded_small_state_is_packed_and_training_continues_exactly(tmp_path, reader) -> None:
+    # a file keeps each parameter's entries side by side (t0.m, t0.v, t1.m, ...), the layout
+    # that made the kernel stall; what is read back is laid out one block per entry
+    from anyoptim import io
+
+    rng = np.random.default_rng(9)
+    params = {f"t{i}": rng.standard_normal(50).astype(np.float32) for i in range(40)}
+    grads = [tree_map(lambda a: rng.standard_normal(a.shape).astype(np.float32), params)
+             for _ in range(4)]
+    opt = optim.AdamW(0.01, bias_correction=True)
+    live = tree_map(np.copy, params)
+    for g in grads[:2]:
+        opt.update(live, g)
+    path = tmp_path / "state.safetensors"
+    optim.save(path, opt)
+    if reader == "load":
+        restored = optim.load(path)
+    else:
+        restored = optim.AdamW(0.01, bias_correction=True)
+        restored.state = io.load_state(path)
+    _identical(restored.state, opt.state)
+    blocks = {key: restored.state["t0"][key].base for key in ("m", "v")}
+    for key, block in blocks.items():
+        assert block is not None
+        assert all(restored.state[f"t{i}"][key].base is block for i in range(40))
+    assert blocks["m"] is not blocks["v"]
+    other = tree_map(np.copy, live)
+    for g in grads[2:]:
+        opt.update(live, g)
+        restored.update(other, g)
+    _identical(other, live)
+    _identical(restored.state, opt.state)

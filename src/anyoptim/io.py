@@ -21,7 +21,7 @@ import numpy as np
 
 from . import _backend
 from . import optimizers as _optimizers
-from ._backend import _io
+from ._backend import _io, _numpy_pack
 from .errors import CheckpointError
 from .optimizers import (
     SGD,
@@ -342,9 +342,11 @@ def load_state(path: PathLike, library: str | None = None) -> Any:
     """
     meta, arrays = _read_all(path, library)
     if "tree" not in meta:
-        return _canonical_steps(tree_unflatten(list(arrays.items())))
-    state = _decode_json(path, meta, "tree", arrays)
-    return _canonical_steps(state)
+        state = _canonical_steps(tree_unflatten(list(arrays.items())))
+    else:
+        state = _canonical_steps(_decode_json(path, meta, "tree", arrays))
+    _numpy_pack.pack_tree(state)
+    return state
 
 
 def _canonical_steps(state: Any) -> Any:
@@ -408,6 +410,7 @@ def load(
     except (KeyError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{os.fspath(path)!r}: optimizer description damaged ({exc})") from None
     state = _canonical_steps(_decode_json(path, meta, "tree", arrays))
+    _numpy_pack.pack_tree(state)
     if into is not None:
         if describe(into)["class"] != desc.get("class"):
             raise CheckpointError(

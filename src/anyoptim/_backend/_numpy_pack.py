@@ -55,3 +55,28 @@ def pack(states: list[dict[str, Any]]) -> None:
             view = block[start: start + n].reshape(a.shape)
             view[...] = a
             s[key] = view
+
+
+def pack_tree(tree: Any) -> None:
+    """:func:`pack` the per-parameter dicts of a state tree just read from a file (the dicts
+    below the root whose values are all arrays), whose arrays nobody holds yet. Files keep
+    each parameter's entries side by side (``t0.m``, ``t0.v``, ``t1.m``, ...), so the loaded
+    arrays have the layout :func:`pack` exists to avoid."""
+    found: list[dict[str, Any]] = []
+
+    def walk(node: Any, root: bool) -> None:
+        if isinstance(node, dict):
+            children = list(node.values())
+            if not root and node and not any(isinstance(c, (dict, list, tuple))
+                                             for c in children):
+                found.append(node)
+                return
+        elif isinstance(node, (list, tuple)):
+            children = list(node)
+        else:
+            return
+        for child in children:
+            walk(child, False)
+
+    walk(tree, True)
+    pack(found)
