@@ -3,10 +3,10 @@
 ``init`` makes each parameter's state arrays one after the other (``m``, ``v`` of the first
 parameter, then of the second, ...), so with small parameters the allocator puts the ``m`` and
 ``v`` of one parameter next to each other. When that distance is a little under a multiple
-of 4 KiB (1,000 float32 elements: 4,000 bytes apart), the fused kernel's loads of ``v``
-falsely depend on its recent stores to ``m`` (the CPU compares only the low 12 address bits
-of loads against pending stores, "4K aliasing"): on 2,000 tensors of 1,000 elements this
-nearly doubles the kernel's time. Laid out per entry (all ``m`` in one block, all ``v`` in
+of 4 KiB (1,000 float32 elements: 4,000 bytes apart), the fused kernel slows down: on 2,000
+tensors of 1,000 elements it nearly doubles the kernel's time, and the same distance inside
+one buffer reproduces it. That is the pattern of "4K aliasing": loads of ``v`` are held
+behind recent stores to ``m`` when their addresses agree in the low 12 bits. Laid out per entry (all ``m`` in one block, all ``v`` in
 another), the arrays of one parameter sit whole blocks apart, the kernel streams through
 memory in order, and blocks of 4 MiB or more get NumPy's huge-page hint.
 
