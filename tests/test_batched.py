@@ -472,3 +472,15 @@ def test_loaded_small_state_is_packed_and_training_continues_exactly(tmp_path, r
         restored.update(other, g)
     _identical(other, live)
     _identical(restored.state, opt.state)
+
+
+def test_overlap_check_sees_past_empty_ranges() -> None:
+    # sorted by start, an empty array can stand between two ranges that overlap
+    assert _numpy_batch.overlapping([0, 20, 40], [80, 0, 80])
+    assert _numpy_batch.overlapping([0, 0], [8, 8])  # the same memory twice
+    assert not _numpy_batch.overlapping([0, 80, 80], [80, 0, 40])  # touching, not overlapping
+    assert not _numpy_batch.overlapping([10, 10, 10], [0, 0, 4])  # empty ranges never overlap
+    buffer = np.zeros(64, np.float32)
+    tree = {"a": buffer[:20], "e": buffer[5:5], "c": buffer[10:30]}
+    assert _numpy_batch.overlapping([v.ctypes.data for v in tree.values()],
+                                    [v.nbytes for v in tree.values()])

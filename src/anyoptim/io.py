@@ -342,9 +342,14 @@ def load_state(path: PathLike, library: str | None = None) -> Any:
     """
     meta, arrays = _read_all(path, library)
     if "tree" not in meta:
-        state = _canonical_steps(tree_unflatten(list(arrays.items())))
-    else:
-        state = _canonical_steps(_decode_json(path, meta, "tree", arrays))
+        return _as_read(tree_unflatten(list(arrays.items())))
+    return _as_read(_decode_json(path, meta, "tree", arrays))
+
+
+def _as_read(state: Any) -> Any:
+    """A state tree just read from a file, made ready for use: canonical steps, and small
+    NumPy entries laid out one block per entry (:mod:`._backend._numpy_pack`)."""
+    state = _canonical_steps(state)
     _numpy_pack.pack_tree(state)
     return state
 
@@ -409,8 +414,7 @@ def load(
         desc = json.loads(meta["optimizer"])
     except (KeyError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{os.fspath(path)!r}: optimizer description damaged ({exc})") from None
-    state = _canonical_steps(_decode_json(path, meta, "tree", arrays))
-    _numpy_pack.pack_tree(state)
+    state = _as_read(_decode_json(path, meta, "tree", arrays))
     if into is not None:
         if describe(into)["class"] != desc.get("class"):
             raise CheckpointError(

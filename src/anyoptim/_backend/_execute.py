@@ -19,8 +19,6 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
-
 from . import finalize, library_name
 from ._rules import Elementwise
 
@@ -140,18 +138,6 @@ def run_elementwise(
         new_params.append(finalize(out[0]))
         new_states.append([finalize(o) for o in out[1:]])
     return new_params, new_states
-
-
-def shares_memory(starts: Any, nbytes: Any) -> bool:
-    """True if two of the memory ranges ``[start, start + nbytes)`` overlap (empty ones never
-    do): tied parameters, the same array twice in a tree or views of one buffer, which an
-    in-place executor must not update as if they were distinct."""
-    starts, nbytes = np.asarray(starts, np.int64), np.asarray(nbytes, np.int64)
-    keep = nbytes > 0
-    starts, nbytes = starts[keep], nbytes[keep]
-    order = np.argsort(starts, kind="stable")
-    starts, ends = starts[order], starts[order] + nbytes[order]
-    return bool(np.any(starts[1:] < ends[:-1]))
 
 
 def run_reference(rule: Elementwise, xp: Any, h: Mapping[str, Any], step: Any, g: Any, p: Any,

@@ -64,14 +64,18 @@ def _readers() -> types.SimpleNamespace:
                 and (i32(o + _FLAGS) & need) == need)
 
     @numba.njit(nogil=True)
-    def overlap(starts, sizes, item):  # pragma: no cover - compiled
-        # the index of an array whose memory overlaps another's (tied parameters: the same
-        # array twice in a tree, or views of one buffer), else -1
-        order = np.argsort(starts)
-        for i in range(starts.shape[0] - 1):
-            a, b = order[i], order[i + 1]
-            if sizes[a] > 0 and sizes[b] > 0 and starts[b] < starts[a] + sizes[a] * item:
-                return b
+    def overlap(starts, nbytes):  # pragma: no cover - compiled
+        # the index of a non-empty memory range starting inside an earlier one (in order of
+        # start), else -1
+        end = np.int64(0)
+        seen = False
+        for j in np.argsort(starts):
+            if nbytes[j] <= 0:
+                continue
+            if seen and starts[j] < end:
+                return j
+            end = max(end, starts[j] + nbytes[j]) if seen else starts[j] + nbytes[j]
+            seen = True
         return -1
 
     @numba.njit(nogil=True)
@@ -335,6 +339,14 @@ def plan(keys: tuple[str, ...], grads: list[Any], params: list[Any], dicts: list
     return out
 
 
+def overlapping(starts: Any, nbytes: Any) -> bool:
+    """True if two of the memory ranges ``[start, start + nbytes)`` overlap (empty ones never
+    do): tied parameters, the same array twice in a tree or views of one buffer, which an
+    in-place kernel must not update as if they were distinct."""
+    return bool(_readers().overlap(np.asarray(starts, np.int64),
+                                   np.asarray(nbytes, np.int64)) >= 0)
+
+
 def _tied(plan: Plan, cache: dict[Any, Any] | None) -> bool:
     """True if the memory of two parameters overlaps (tied parameters: the same array twice in
     a tree, or views of one buffer). The parallel in-place kernel would update them at once
@@ -347,7 +359,7 @@ def _tied(plan: Plan, cache: dict[Any, Any] | None) -> bool:
     if (known is not None and np.array_equal(known[0], starts)
             and np.array_equal(known[1], sizes)):
         return False
-    if _readers().overlap(starts, sizes, plan.dtype.itemsize) >= 0:
+    if overlapping(starts, sizes * plan.dtype.itemsize):
         return True
     if cache is not None:
         cache[_TIED] = (starts.copy(), sizes.copy())

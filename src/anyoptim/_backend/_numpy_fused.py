@@ -23,8 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from . import _execute
-
 # Arrays at least this large are processed by a multi-threaded kernel.
 PARALLEL_MIN_SIZE = 1 << 17
 
@@ -327,7 +325,7 @@ def step(
                 return NotImplemented
             views.append(av)
         plan.append((p, s, pv, gv, views))
-    if inplace and len(plan) > 1 and _execute.shares_memory(
+    if inplace and len(plan) > 1 and _numpy_batch.overlapping(
             [e[2].ctypes.data for e in plan], [e[2].nbytes for e in plan]):
         return NotImplemented  # tied parameters: the reference path writes them as it does
     kernels: dict[tuple[Any, bool], tuple[Any, Any]] = {}

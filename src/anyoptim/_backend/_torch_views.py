@@ -10,6 +10,7 @@ whenever one of them changed.
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Any
 
@@ -82,18 +83,14 @@ def _counts(tensors: list[Any]) -> list[tuple[int, int]]:
     return [(sys.getrefcount(t), use(t.untyped_storage()._cdata)) for t in tensors]
 
 
-_ALONE: list[tuple[int, int]] = []
-
-
+@functools.lru_cache(maxsize=1)
 def _alone() -> tuple[int, int]:
     """The counts of a state tensor held only by its state dict and this module's cache."""
-    if not _ALONE:
-        torch = sys.modules["torch"]
-        holder = {"m": torch.zeros(2)}
-        cache: dict[Any, Any] = {}
-        kept([holder["m"]], cache, "m")
-        _ALONE.append(_counts([holder["m"]])[0])
-    return _ALONE[0]
+    torch = sys.modules["torch"]
+    holder = {"m": torch.zeros(2)}
+    cache: dict[Any, Any] = {}
+    kept([holder["m"]], cache, "m")
+    return _counts([holder["m"]])[0]
 
 
 def private(tensors: list[Any], cache: dict[Any, Any], role: str) -> list[bool]:
