@@ -3,15 +3,17 @@
 Calling a compiled kernel once per array costs about a microsecond of dispatch, and checking
 an array from Python (type, dtype, shape, flags, data address) costs as much again: on models
 made of thousands of small tensors that is most of the step. Here the leaves travel to
-compiled code as one object array (the addresses of the Python objects, gathered by
-``np.fromiter`` in C), and a compiled inspector reads each array's header: type, dtype,
-shape, flags, data address and reference count. One more call then runs the rule over all
-leaves, split into chunks so that large tensors are shared among the threads.
+compiled code in the Python lists that hold them (the compiled code reads each list's item
+pointers), and a compiled inspector reads each array's header: type, dtype, shape, flags,
+data address and reference count. One more call then runs the rule over all leaves, split
+into chunks so that large tensors are shared among the threads.
 
-The header layout is NumPy's ``PyArrayObject_fields`` on 64-bit CPython (stable since NumPy
-1.7, and public through its C headers). :func:`layout_ok` checks the offsets against what
-Python reports for a few arrays before anything relies on them; where they differ (another
-interpreter build, a future NumPy) this module is not used and the per-leaf executors run.
+The layouts read are CPython's ``PyListObject`` (``ob_size``, ``ob_item``: public through
+its C headers, the fields behind ``PyList_GET_ITEM``) and NumPy's ``PyArrayObject_fields``
+(stable since NumPy 1.7, public through its C headers), on 64-bit builds. :func:`layout_ok`
+checks the offsets against what Python reports for a few arrays before anything relies on
+them; where they differ (another interpreter build, a future NumPy) this module is not used
+and the per-leaf executors run.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from . import _numpy_fused
 
 # byte offsets of the fields read in an array object, and NumPy's flag bits
 _REFCNT, _TYPE, _DATA, _NDIM, _DIMS, _BASE, _DESCR, _FLAGS = 0, 8, 16, 24, 32, 48, 56, 64
+_LIST_SIZE, _LIST_ITEMS = 16, 24  # in a list object: its length and its item pointers
 _C_CONTIGUOUS, _OWNDATA, _ALIGNED, _WRITEABLE = 0x1, 0x4, 0x100, 0x400
 _READABLE = _C_CONTIGUOUS | _ALIGNED
 
@@ -79,19 +82,24 @@ def _readers() -> types.SimpleNamespace:
         return -1
 
     @numba.njit(nogil=True)
-    def inspect(table, n, k, inplace, array_type, dict_type, descr, alone,
+    def inspect(lists, n, k, inplace, list_type, array_type, dict_type, descr, alone,
                 ptrs, sizes, cum, private):  # pragma: no cover - compiled
-        # table: the object addresses, k + 3 rows of n (state dicts, gradients, parameters,
-        # then one row per state entry); returns (index of the first leaf that does not
-        # qualify or -1, total number of elements)
-        objs = numba.carray(voidptr(table), (k + 3) * n, np.int64)
+        # lists: the addresses of k + 3 lists of n objects (state dicts, gradients,
+        # parameters, then one list per state entry); returns (index of the first leaf that
+        # does not qualify or -1, total number of elements)
+        objs = np.empty((k + 3, n), np.int64)
+        for row in range(k + 3):
+            o = lists[row]
+            if i64(o + _TYPE) != list_type or i64(o + _LIST_SIZE) != n:
+                return 0, 0
+            objs[row] = numba.carray(voidptr(i64(o + _LIST_ITEMS)), n, np.int64)
         writeable = _READABLE | _WRITEABLE if inplace else _READABLE
         total = 0
         cum[0] = 0
         for j in range(n):
-            if i64(objs[j] + _TYPE) != dict_type:
+            if i64(objs[0, j] + _TYPE) != dict_type:
                 return j, 0
-            p = objs[2 * n + j]
+            p = objs[2, j]
             if not array_ok(p, array_type, descr, writeable):
                 return j, 0
             ndim = i32(p + _NDIM)
@@ -101,7 +109,7 @@ def _readers() -> types.SimpleNamespace:
                 size *= i64(dims + 8 * a)
             ptrs[1, j] = i64(p + _DATA)
             for row in range(k + 1):
-                o = objs[(1 if row == 0 else row + 2) * n + j]
+                o = objs[1 if row == 0 else row + 2, j]
                 if not array_ok(o, array_type, descr, _READABLE if row == 0 else writeable):
                     return j, 0
                 if i32(o + _NDIM) != ndim:
@@ -123,14 +131,15 @@ def _readers() -> types.SimpleNamespace:
         return -1, total
 
     @numba.njit(nogil=True)
-    def addresses(table, n, out):  # pragma: no cover - compiled
-        objs = numba.carray(voidptr(table), n, np.int64)
+    def addresses(arrays, n, out):  # pragma: no cover - compiled
+        # the data addresses of the n arrays of the list at address ``arrays``
+        objs = numba.carray(voidptr(i64(arrays + _LIST_ITEMS)), n, np.int64)
         for j in range(n):
             out[j] = i64(objs[j] + _DATA)
 
     @numba.njit(nogil=True)
-    def fields(table, n, out):  # pragma: no cover - compiled
-        objs = numba.carray(voidptr(table), n, np.int64)
+    def fields(arrays, n, out):  # pragma: no cover - compiled
+        objs = numba.carray(voidptr(i64(arrays + _LIST_ITEMS)), n, np.int64)
         for j in range(n):
             o = objs[j]
             out[j, 0] = i64(o + _REFCNT)
@@ -146,30 +155,26 @@ def _readers() -> types.SimpleNamespace:
                                  fields=fields)
 
 
-def _address(objects: np.ndarray) -> int:
-    return int(objects.__array_interface__["data"][0])
+def _table(lists: tuple[list[Any], ...]) -> np.ndarray:
+    """The addresses of the list objects ``lists`` (see ``inspect``); the caller keeps the
+    lists alive while compiled code reads them."""
+    return np.array(list(map(id, lists)), np.int64)
 
 
-def _table(dicts: list[Any], grads: list[Any], params: list[Any], columns: list[Any]
-           ) -> np.ndarray:
-    """The objects of the leaves as one object array (see ``inspect``); ``columns`` holds
-    one iterable of state arrays per state entry."""
-    return np.fromiter(itertools.chain(dicts, grads, params, *columns), object,
-                       (len(columns) + 3) * len(dicts))
-
-
-def _entries(dicts: list[Any], keys: tuple[str, ...]) -> list[Any]:
-    return [map(operator.itemgetter(key), dicts) for key in keys]
+def _entries(dicts: list[Any], keys: tuple[str, ...]) -> list[list[Any]]:
+    """One list of state arrays per entry of ``keys``."""
+    return [list(map(operator.itemgetter(key), dicts)) for key in keys]
 
 
 @functools.lru_cache(maxsize=1)
 def _alone() -> int:
-    """The reference count ``inspect`` sees for a state array held only by its dict."""
+    """The reference count ``inspect`` sees for a state array held only by its dict (and the
+    list of its entry)."""
     holder = {"m": np.zeros(2)}
-    table = _table([holder], [np.zeros(2)], [np.zeros(2)], _entries([holder], ("m",)))
-    out = np.zeros((4, 8), np.int64)
-    _readers().fields(_address(table), 4, out)
-    return int(out[3, 0])
+    column = _entries([holder], ("m",))[0]
+    out = np.zeros((1, 8), np.int64)
+    _readers().fields(id(column), 1, out)
+    return int(out[0, 0])
 
 
 @functools.lru_cache(maxsize=1)
@@ -182,10 +187,9 @@ def layout_ok() -> bool:
         samples: list[np.ndarray] = [base, base[:, ::2], np.zeros((), np.float64),
                                      np.ones(5)[1:]]
         samples[3].flags.writeable = False
-        table = np.fromiter(samples, object, len(samples))
         out = np.zeros((len(samples), 8), np.int64)
         read = _readers().fields
-        read(_address(table), len(samples), out)
+        read(id(samples), len(samples), out)
         for a, row in zip(samples, out):
             flags = a.flags
             expected = (
@@ -202,7 +206,7 @@ def layout_ok() -> bool:
         # the reference count: one more reference reads one more
         again = np.zeros_like(out)
         extra = [samples[2]]
-        read(_address(table), len(samples), again)
+        read(id(samples), len(samples), again)
         if int(again[2, 0]) != int(out[2, 0]) + len(extra):
             return False
         return _alone() >= 1
@@ -218,12 +222,13 @@ class Plan:
                  "views", "wrap")
 
     def __init__(self, dtype: np.dtype, keys: tuple[str, ...], params: list[Any],
-                 dicts: list[Any], inplace: bool, table: np.ndarray, n: int) -> None:
+                 dicts: list[Any], inplace: bool, table: tuple[list[Any], ...], n: int
+                 ) -> None:
         self.dtype, self.keys, self.params, self.dicts = dtype, keys, params, dicts
         # the parameters' dtype in their own library (torch's), for the rule's scalars
         self.library_dtype = params[0].dtype
         self.inplace = inplace
-        self.table = table  # keeps the objects whose addresses are below alive
+        self.table = table  # keeps the lists (and so the objects) read below alive
         self.arrays = params  # the parameters as NumPy arrays (views of torch tensors)
         self.wrap: Any = None  # NumPy array -> the library's array, for new arrays
         self.cache: Any = None  # torch: the optimizer's kernel cache, where views are kept
@@ -260,9 +265,8 @@ class Plan:
             columns.append(column)
             made.append((index, arrays))
         fresh = list(itertools.chain(new_params, *(arrays for _, arrays in made)))
-        objects = np.fromiter(fresh, object, len(fresh))
         addresses = np.empty(len(fresh), np.int64)
-        _readers().addresses(_address(objects), len(fresh), addresses)
+        _readers().addresses(id(fresh), len(fresh), addresses)
         outs[0] = addresses[:n]
         at = n
         for row, (index, arrays) in enumerate(made):
@@ -303,12 +307,11 @@ def plan(keys: tuple[str, ...], grads: list[Any], params: list[Any], dicts: list
     n = len(grads)
     if not n or not layout_ok():
         return None
-    columns: list[Any]
+    columns: list[list[Any]]
     if type(params[0]) is np.ndarray:
         g_, p_ = grads, params
         try:
             columns = _entries(dicts, keys)
-            table = _table(dicts, g_, p_, columns)
         except (KeyError, TypeError, IndexError):
             return None
     else:
@@ -316,14 +319,14 @@ def plan(keys: tuple[str, ...], grads: list[Any], params: list[Any], dicts: list
         if views is None:
             return None
         g_, p_, columns, tensors = views
-        table = _table(dicts, g_, p_, columns)
     dtype = _DTYPES.get(p_[0].dtype)
     if dtype is None:
         return None
-    out = Plan(dtype, keys, params, dicts, inplace, table, n)
+    lists = (dicts, g_, p_, *columns)
+    out = Plan(dtype, keys, params, dicts, inplace, lists, n)
     bad, out.total = _readers().inspect(
-        _address(table), n, len(keys), inplace, id(np.ndarray), id(dict), id(dtype), _alone(),
-        out.ptrs, out.sizes, out.cum, out.private)
+        _table(lists), n, len(keys), inplace, id(list), id(np.ndarray), id(dict), id(dtype),
+        _alone(), out.ptrs, out.sizes, out.cum, out.private)
     if bad >= 0 or (inplace and _tied(out, cache)):
         return None
     if p_ is not params:
