@@ -38,9 +38,9 @@ _READABLE = _C_CONTIGUOUS | _ALIGNED
 # Large arrays are cut into chunks of this many elements, the units shared among threads.
 CHUNK = 1 << 16
 
-_TIED = "untied parameters"  # the kernel cache's entry for the last verdict of _tied
+_TIED = "untied parameters"  # the kernel cache's entry for the last verdict of tied
 
-_DTYPES: dict[Any, np.dtype] = {np.dtype(np.float32): np.dtype(np.float32), np.dtype(np.float64): np.dtype(np.float64)}
+DTYPES: dict[Any, np.dtype] = {np.dtype(t): np.dtype(t) for t in (np.float32, np.float64)}
 
 
 @functools.lru_cache(maxsize=1)
@@ -217,16 +217,17 @@ def layout_ok() -> bool:
 class Plan:
     """The checked leaves of one update: data addresses and sizes, ready for the kernel."""
 
-    __slots__ = ("arrays", "cache", "cum", "dicts", "dtype", "inplace", "keys",
+    __slots__ = ("arrays", "cache", "cum", "dicts", "dtype", "held", "inplace", "keys",
                  "library_dtype", "params", "private", "ptrs", "sizes", "table", "total",
                  "views", "wrap")
 
     def __init__(self, dtype: np.dtype, keys: tuple[str, ...], params: list[Any],
-                 dicts: list[Any], inplace: bool, table: tuple[list[Any], ...], n: int
-                 ) -> None:
+                 dicts: list[Any], inplace: bool, table: tuple[list[Any], ...], n: int,
+                 library_dtype: Any = None) -> None:
         self.dtype, self.keys, self.params, self.dicts = dtype, keys, params, dicts
         # the parameters' dtype in their own library (torch's), for the rule's scalars
-        self.library_dtype = params[0].dtype
+        self.library_dtype = params[0].dtype if library_dtype is None else library_dtype
+        self.held: Any = None  # references taken by the compiled walk (_numpy_walk.Held)
         self.inplace = inplace
         self.table = table  # keeps the lists (and so the objects) read below alive
         self.arrays = params  # the parameters as NumPy arrays (views of torch tensors)
@@ -251,7 +252,11 @@ class Plan:
         fn = _numpy_fused.batched_kernel_for(element, flags, k, len(sc), dtype, parallel,
                                              self.inplace)
         if self.inplace:
-            fn(self.ptrs, self.sizes, self.cum, sc)
+            try:
+                fn(self.ptrs, self.sizes, self.cum, sc)
+            finally:
+                if self.held is not None:
+                    self.held.release()
             return self.params, None
         n = len(self.params)
         new_params = [np.empty(p.shape, dtype) for p in self.arrays]
@@ -319,7 +324,7 @@ def plan(keys: tuple[str, ...], grads: list[Any], params: list[Any], dicts: list
         if views is None:
             return None
         g_, p_, columns, tensors = views
-    dtype = _DTYPES.get(p_[0].dtype)
+    dtype = DTYPES.get(p_[0].dtype)
     if dtype is None:
         return None
     lists = (dicts, g_, p_, *columns)
@@ -327,7 +332,7 @@ def plan(keys: tuple[str, ...], grads: list[Any], params: list[Any], dicts: list
     bad, out.total = _readers().inspect(
         _table(lists), n, len(keys), inplace, id(list), id(np.ndarray), id(dict), id(dtype),
         _alone(), out.ptrs, out.sizes, out.cum, out.private)
-    if bad >= 0 or (inplace and _tied(out, cache)):
+    if bad >= 0 or (inplace and tied(out, cache)):
         return None
     if p_ is not params:
         out.arrays = p_
@@ -350,7 +355,7 @@ def overlapping(starts: Any, nbytes: Any) -> bool:
                                    np.asarray(nbytes, np.int64)) >= 0)
 
 
-def _tied(plan: Plan, cache: dict[Any, Any] | None) -> bool:
+def tied(plan: Plan, cache: dict[Any, Any] | None) -> bool:
     """True if the memory of two parameters overlaps (tied parameters: the same array twice in
     a tree, or views of one buffer). The parallel in-place kernel would update them at once
     from two threads; the reference path writes them one after the other. The answer for the

@@ -12,8 +12,10 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .. import _backend
-from .._backend import _numpy_batch, finalize, library_name
+from .._backend import _numpy_batch, _numpy_walk, finalize, library_name
 from .._backend._execute import Columns, KernelCache, run_elementwise
 from ..errors import MissingStateError
 from . import _tree
@@ -68,17 +70,22 @@ def apply(opt: Optimizer, gradients: Any, parameters: Any, hyper: Hyperparameter
     params: list[Any] = []
     states: list[Any] = []
     structure = None
-    try:
-        structure = _tree.gather(gradients, parameters, state, grads, params, states)
-        # the batched NumPy kernel checks the leaves itself (in compiled code); the others
-        # are checked here
-        plan = _batch_plan(opt, hyper, grads, params, states, inplace)
-        if plan is None:
-            check_leaves(grads, params, states)
-    except (PathError, LeafError) as err:
-        opt._rollback_init(rollback)
-        raise located(err, structure).build(f"{name}.apply_gradients: gradient") from None
-    like = grads[0] if grads else None
+    like = None
+    plan = _walk_plan(opt, hyper, gradients, parameters, inplace)
+    if plan is not None:
+        like = next(iter(gradients.values()))
+    else:
+        try:
+            structure = _tree.gather(gradients, parameters, state, grads, params, states)
+            # the batched NumPy kernel checks the leaves itself (in compiled code); the others
+            # are checked here
+            plan = _batch_plan(opt, hyper, grads, params, states, inplace)
+            if plan is None:
+                check_leaves(grads, params, states)
+        except (PathError, LeafError) as err:
+            opt._rollback_init(rollback)
+            raise located(err, structure).build(f"{name}.apply_gradients: gradient") from None
+        like = grads[0] if grads else None
     # Without gradient leaves (e.g. an empty MultiOptimizer part) the parameters tell which
     # library step and learning_rate belong to.
     owner = like if like is not None else _first_array(parameters)
@@ -100,7 +107,7 @@ def apply(opt: Optimizer, gradients: Any, parameters: Any, hyper: Hyperparameter
         commits: Commits = []
         new: list[Any] = []
         in_place = True
-        if grads:
+        if grads or plan is not None:
             # fused executors may reuse state buffers, which a skipped step must keep intact
             fused = not skip and opt._fused_allowed
             new, in_place = _execute(opt, xp, structure, grads, params, states, hyper,
@@ -121,16 +128,42 @@ def apply(opt: Optimizer, gradients: Any, parameters: Any, hyper: Hyperparameter
     return _tree.unflatten(structure, iter(new)), in_place
 
 
+def _batchable(opt: Optimizer, hyper: Hyperparameters | None) -> bool:
+    """Whether the update is one group of an elementwise rule on the fused path (what the
+    batched NumPy kernel runs)."""
+    return not (opt.rule is None or hyper is not None or opt.groups or opt.skip_nonfinite
+                or not opt._fused_allowed or opt.state_dtype is not None
+                or opt.stochastic_rounding or not _backend.fused_enabled()
+                or not _backend.fused_numpy_available())
+
+
 def _batch_plan(opt: Optimizer, hyper: Hyperparameters | None, grads: list[Any],
                 params: list[Any], states: list[Any], inplace: bool) -> Any:
     """The checked leaves for the batched NumPy kernel (:mod:`.._backend._numpy_batch`), when
-    the update is one group of an elementwise rule on the fused path; else None."""
-    rule = opt.rule
-    if (rule is None or hyper is not None or opt.groups or opt.skip_nonfinite
-            or not opt._fused_allowed or opt.state_dtype is not None or opt.stochastic_rounding
-            or not _backend.fused_enabled() or not _backend.fused_numpy_available()):
+    the update is :func:`_batchable`; else None."""
+    if not _batchable(opt, hyper):
         return None
-    return _numpy_batch.plan(rule.state, grads, params, states, inplace, _kernel_cache(opt))
+    return _numpy_batch.plan(opt.rule.state, grads, params, states, inplace, _kernel_cache(opt))
+
+
+def _walk_plan(opt: Optimizer, hyper: Hyperparameters | None, gradients: Any, parameters: Any,
+               inplace: bool) -> Any:
+    """The checked leaves of an in-place update of flat dicts of NumPy arrays, found by the
+    compiled walk (:mod:`.._backend._numpy_walk`), or None: then the Python walk runs. Only for
+    rules with no whole-update sums (their ``prepare_groups`` needs the leaf lists)."""
+    from ._base import Optimizer
+
+    if (not inplace or type(gradients) is not dict or type(parameters) is not dict
+            or len(gradients) < _numpy_walk.MIN_LEAVES
+            or type(opt).prepare_groups is not Optimizer.prepare_groups
+            or not _batchable(opt, hyper)):
+        return None
+    first = next(iter(gradients.values()))
+    dtype = _numpy_batch.DTYPES.get(getattr(first, "dtype", None))
+    if type(first) is not np.ndarray or dtype is None:
+        return None
+    return _numpy_walk.plan(opt.rule.state, gradients, parameters, opt._state, dtype,
+                            _kernel_cache(opt))
 
 
 def _kernel_cache(opt: Optimizer) -> KernelCache:

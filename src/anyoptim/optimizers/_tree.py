@@ -13,6 +13,7 @@ init) and for undoing a failed call live here too.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from operator import itemgetter
 from typing import Any
 
 from ..errors import MissingStateError, TreeMismatchError
@@ -79,8 +80,12 @@ def _all_leaves(g: Any, p: Any, s: Any, keys: Any, values: list[Any], grads: lis
         if kind != _LEAF:
             return False
     try:
-        pv = list(map(p.__getitem__, keys))
-        sv = list(map(s.__getitem__, keys))
+        if len(keys) > 1:
+            # one C call per tree (itemgetter of several keys returns a tuple)
+            pick = itemgetter(*keys)
+            pv, sv = pick(p), pick(s)
+        else:
+            pv, sv = [p[k] for k in keys], [s[k] for k in keys]
     except (KeyError, IndexError, TypeError, AttributeError):
         return False
     grads += values
