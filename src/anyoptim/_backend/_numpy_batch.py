@@ -246,7 +246,10 @@ class Plan:
         """Run the rule; in place: ``(parameters, None)``, else ``(new parameters, new state
         arrays per leaf)`` (state arrays nobody else holds are reused)."""
         dtype = self.dtype
-        sc = np.array([_numpy_fused._scalar(x, dtype) for x in scalars], dtype=dtype)
+        if self.wrap is None:  # NumPy arrays and Python numbers round as _scalar does
+            sc = np.array(scalars, dtype=dtype)
+        else:
+            sc = np.array([_numpy_fused._scalar(x, dtype) for x in scalars], dtype=dtype)
         k = len(self.keys)
         parallel = self.total >= _numpy_fused.PARALLEL_MIN_SIZE
         fn = _numpy_fused.batched_kernel_for(element, flags, k, len(sc), dtype, parallel,
@@ -364,8 +367,8 @@ def tied(plan: Plan, cache: dict[Any, Any] | None) -> bool:
     if len(sizes) < 2:
         return False
     known = cache.get(_TIED) if cache is not None else None
-    if (known is not None and np.array_equal(known[0], starts)
-            and np.array_equal(known[1], sizes)):
+    if (known is not None and known[0].shape == starts.shape and (known[0] == starts).all()
+            and (known[1] == sizes).all()):
         return False
     if overlapping(starts, sizes * plan.dtype.itemsize):
         return True

@@ -114,13 +114,10 @@ def _compiled() -> types.SimpleNamespace:
     def first_entry(table):  # pragma: no cover - compiled
         return table + _DK_INDICES + (np.int64(1) << np.int64(u8(table + _DK_LOG2_INDEX_BYTES)))
 
-    @numba.njit
-    def lookup(d, key, dict_type, data):  # pragma: no cover - compiled
-        # the value of str ``key`` (its hash known) in dict ``d``: its address, 0 if absent,
-        # -1 if this reader cannot tell
-        table = table_of(d, dict_type)
-        if table == 0:
-            return np.int64(-1)
+    @inline
+    def entry_of(table, key, data):  # pragma: no cover - compiled
+        # the entry number of str ``key`` (its hash known) in a keys table: >= 0, -1 if
+        # absent, -2 if this reader cannot tell
         log2 = np.int64(u8(table + _DK_LOG2_SIZE))
         mask = (np.uint64(1) << np.uint64(log2)) - np.uint64(1)
         entries = first_entry(table)
@@ -129,21 +126,56 @@ def _compiled() -> types.SimpleNamespace:
         for _ in range(np.int64(1) << log2):
             ix = index(table, log2, np.int64(slot))
             if ix == -1:
-                return np.int64(0)
+                return np.int64(-1)
             if ix >= 0:
                 k = i64(entries + 16 * ix)
                 if k == 0:  # (a live index entry never points to a deleted one)
-                    return np.int64(-1)
+                    return np.int64(-2)
                 if k == key:
-                    return i64(entries + 16 * ix + 8)
+                    return ix
                 same = same_str(k, key, data)
                 if same == 1:
-                    return i64(entries + 16 * ix + 8)
+                    return ix
                 if same < 0:
-                    return np.int64(-1)
+                    return np.int64(-2)
             perturb >>= np.uint64(5)
             slot = (slot * np.uint64(5) + perturb + np.uint64(1)) & mask
-        return np.int64(-1)
+        return np.int64(-2)
+
+    @inline
+    def find(d, key, dict_type, data):  # pragma: no cover - compiled
+        # the value of str ``key`` in dict ``d``: its address, 0 if absent, -1 if this
+        # reader cannot tell
+        table = table_of(d, dict_type)
+        if table == 0:
+            return np.int64(-1)
+        ix = entry_of(table, key, data)
+        if ix < 0:
+            return np.int64(0) if ix == -1 else np.int64(-1)
+        return i64(first_entry(table) + 16 * ix + 8)
+
+    @inline
+    def column(d, names, out, dict_type, data):  # pragma: no cover - compiled
+        # the values of the str keys ``names`` in dict ``d`` (as ``find``); True if all are
+        # there. Keys usually come in the dict's own order: the entry after the last one
+        # found is tried first, which needs neither the key's hash nor the index.
+        table = table_of(d, dict_type)
+        if table == 0:
+            return False
+        entries = first_entry(table)
+        count = i64(table + _DK_NENTRIES)
+        cursor = np.int64(0)
+        for j in range(names.shape[0]):
+            key = names[j]
+            if cursor < count and i64(entries + 16 * cursor) == key:
+                ix = cursor
+            else:
+                ix = entry_of(table, key, data)
+                if ix < 0:
+                    return False
+            out[j] = i64(entries + 16 * ix + 8)
+            cursor = ix + 1
+        return True
 
     @inline
     def array_ok(o, array_type, descr, need):  # pragma: no cover - compiled
@@ -182,13 +214,15 @@ def _compiled() -> types.SimpleNamespace:
         if j != n:
             return np.int64(-1)
         leaves = np.empty(n, np.int64)
-        for j in range(n):
-            held[1, j] = lookup(p, names[j], dict_type, data)
-        for j in range(n):
-            leaves[j] = lookup(s, names[j], dict_type, data)
+        if not (column(p, names, held[1], dict_type, data)
+                and column(s, names, leaves, dict_type, data)):
+            return np.int64(-1)
         for r in range(k):
             for j in range(n):
-                held[r + 2, j] = lookup(leaves[j], keys[r], dict_type, data)
+                o = find(leaves[j], keys[r], dict_type, data)
+                if o <= 0:
+                    return np.int64(-1)
+                held[r + 2, j] = o
         readable = _C_CONTIGUOUS | _ALIGNED
         writeable = readable | _WRITEABLE
         for r in range(k + 2):
@@ -227,6 +261,10 @@ def _compiled() -> types.SimpleNamespace:
             for q in range(n):
                 incref(voidptr(held[r, q]))
         return total
+
+    @numba.njit
+    def lookup(d, key, dict_type, data):  # pragma: no cover - compiled
+        return find(d, key, dict_type, data)
 
     @numba.njit
     def release(held):  # pragma: no cover - compiled
