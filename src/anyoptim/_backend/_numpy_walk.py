@@ -26,6 +26,7 @@ ran; so the arrays stay alive even if another thread changes the dicts in betwee
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import sys
@@ -352,7 +353,9 @@ class Held:
             _compiled().release(objects)
 
     def __del__(self) -> None:
-        self.release()
+        # (at interpreter exit the compiled helpers may be gone; a leak is then harmless)
+        with contextlib.suppress(Exception):
+            self.release()
 
 
 @functools.lru_cache(maxsize=16)

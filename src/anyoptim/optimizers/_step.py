@@ -141,9 +141,10 @@ def _batch_plan(opt: Optimizer, hyper: Hyperparameters | None, grads: list[Any],
                 params: list[Any], states: list[Any], inplace: bool) -> Any:
     """The checked leaves for the batched NumPy kernel (:mod:`.._backend._numpy_batch`), when
     the update is :func:`_batchable`; else None."""
-    if not _batchable(opt, hyper):
+    rule = opt.rule
+    if rule is None or not _batchable(opt, hyper):
         return None
-    return _numpy_batch.plan(opt.rule.state, grads, params, states, inplace, _kernel_cache(opt))
+    return _numpy_batch.plan(rule.state, grads, params, states, inplace, _kernel_cache(opt))
 
 
 def _walk_plan(opt: Optimizer, hyper: Hyperparameters | None, gradients: Any, parameters: Any,
@@ -162,7 +163,10 @@ def _walk_plan(opt: Optimizer, hyper: Hyperparameters | None, gradients: Any, pa
     dtype = _numpy_batch.DTYPES.get(getattr(first, "dtype", None))
     if type(first) is not np.ndarray or dtype is None:
         return None
-    return _numpy_walk.plan(opt.rule.state, gradients, parameters, opt._state, dtype,
+    rule = opt.rule
+    if rule is None:
+        return None
+    return _numpy_walk.plan(rule.state, gradients, parameters, opt._state, dtype,
                             _kernel_cache(opt))
 
 
