@@ -325,3 +325,21 @@ def test_concurrent_replacement_of_state_arrays_is_memory_safe(walks) -> None:
         worker.join()
     assert any(walks)
     assert all(np.isfinite(v).all() for v in params.values())
+
+
+def test_optimizers_with_whole_update_sums_get_the_leaf_lists(walks) -> None:
+    # a subclass whose prepare hook sums over all gradients needs them as lists
+    seen: list = []
+
+    class Counting(optim.AdamW):
+        def prepare(self, gradients, parameters, states, h):
+            seen.append(len(gradients))
+            return None
+
+    rng = np.random.default_rng(7)
+    params = _flat(rng)
+    opt = Counting(0.01)
+    for g in _grads(rng, params, 2):
+        opt.update(params, g)
+    assert seen == [N, N]
+    assert not any(walks)

@@ -151,12 +151,13 @@ def _walk_plan(opt: Optimizer, hyper: Hyperparameters | None, gradients: Any, pa
                inplace: bool) -> Any:
     """The checked leaves of an in-place update of flat dicts of NumPy arrays, found by the
     compiled walk (:mod:`.._backend._numpy_walk`), or None: then the Python walk runs. Only for
-    rules with no whole-update sums (their ``prepare_groups`` needs the leaf lists)."""
+    rules with no whole-update sums (``prepare`` and ``prepare_groups`` need the leaf lists)."""
     from ._base import Optimizer
 
     if (not inplace or type(gradients) is not dict or type(parameters) is not dict
             or len(gradients) < _numpy_walk.MIN_LEAVES
             or type(opt).prepare_groups is not Optimizer.prepare_groups
+            or type(opt).prepare is not Optimizer.prepare
             or not _batchable(opt, hyper)):
         return None
     first = next(iter(gradients.values()))
