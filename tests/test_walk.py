@@ -9,18 +9,16 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import anyoptim as optim
-from anyoptim import _backend
-from anyoptim._backend import _numpy_fused
+from anyoptim._backend import _numpy_fused, _numpy_walk
 from anyoptim.utils import tree_flatten
+from test_batched import _identical
+from test_batched import _reference as _batched_reference
 
 pytest.importorskip("numba")
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from anyoptim._backend import _numpy_walk  # noqa: E402
 
 N = _numpy_walk.MIN_LEAVES + 36
 
@@ -40,30 +38,25 @@ def walks(monkeypatch: pytest.MonkeyPatch) -> list:
     return seen
 
 
-def _reference(make, grads, params):
-    saved = _backend.fused_numpy_available
-    _backend.fused_numpy_available = lambda: False
-    try:
-        opt = make()
-        for g in grads:
-            opt.update(params, g)
-        return params, opt.state
-    finally:
-        _backend.fused_numpy_available = saved
-
-
-def _identical(a, b) -> None:
-    fa, fb = tree_flatten(a), tree_flatten(b)
-    assert [k for k, _ in fa] == [k for k, _ in fb]
-    for (k, x), (_, y) in zip(fa, fb):
-        np.testing.assert_array_equal(x, y, err_msg=k, strict=True)
-
-
 def _flat(rng, n=N, dtype=np.float32, names=None):
     names = names or [f"layer{i}.weight" for i in range(n)]
     shapes = [(3,), (2, 5), (1,), (4, 1, 2), (0,)]
     return {k: rng.standard_normal(shapes[i % len(shapes)]).astype(dtype)
             for i, k in enumerate(names)}
+
+
+def _reference(make, grads, params):
+    return _batched_reference(make, grads, params, in_place=True)
+
+
+def _warm(seed):
+    """A flat tree after one AdamW update: (params, gradients, optimizer, state copy)."""
+    rng = np.random.default_rng(seed)
+    params = _flat(rng)
+    grads = _grads(rng, params, 1)[0]
+    opt = optim.AdamW(0.01)
+    opt.update(params, grads)
+    return params, grads, opt, {k: np.array(v, copy=True) for k, v in tree_flatten(opt.state)}
 
 
 def _grads(rng, params, steps=3):
@@ -138,11 +131,7 @@ def test_walked_update_equals_the_reference(walks, make, dtype) -> None:
 
 
 def test_references_are_given_back(walks) -> None:
-    rng = np.random.default_rng(1)
-    params = _flat(rng)
-    grads = _grads(rng, params, 1)[0]
-    opt = optim.AdamW(0.01)
-    opt.update(params, grads)
+    params, grads, opt, _ = _warm(1)
     state_arrays = [a for k in params for a in opt.state[k].values()]
     arrays = [*params.values(), *grads.values(), *state_arrays]
     counts = [sys.getrefcount(a) for a in arrays]
@@ -153,12 +142,7 @@ def test_references_are_given_back(walks) -> None:
 
 
 def test_a_failing_kernel_gives_references_back_and_changes_nothing(walks, monkeypatch) -> None:
-    rng = np.random.default_rng(2)
-    params = _flat(rng)
-    grads = _grads(rng, params, 1)[0]
-    opt = optim.AdamW(0.01)
-    opt.update(params, grads)
-    before = {k: np.array(v, copy=True) for k, v in tree_flatten(opt.state)}
+    params, grads, opt, before = _warm(2)
     arrays = [*params.values(), *grads.values()]
     counts = [sys.getrefcount(a) for a in arrays]
 
@@ -276,12 +260,7 @@ def test_leaves_it_refuses_take_the_python_walk(walks, odd) -> None:
 
 @pytest.mark.parametrize("missing", ["state", "parameter"])
 def test_missing_entries_report_as_before_and_change_nothing(walks, missing) -> None:
-    rng = np.random.default_rng(5)
-    params = _flat(rng)
-    grads = _grads(rng, params, 1)[0]
-    opt = optim.AdamW(0.01)
-    opt.update(params, grads)
-    before = {k: np.array(v, copy=True) for k, v in tree_flatten(opt.state)}
+    params, grads, opt, before = _warm(5)
     values = {k: v.copy() for k, v in params.items()}
     key = list(params)[N // 2]
     if missing == "state":
@@ -300,11 +279,7 @@ def test_missing_entries_report_as_before_and_change_nothing(walks, missing) -> 
 def test_concurrent_replacement_of_state_arrays_is_memory_safe(walks) -> None:
     # another thread swapping state arrays while updates run: the walk holds a reference to
     # every array it hands to the kernel, so no array it writes can be freed meanwhile
-    rng = np.random.default_rng(6)
-    params = _flat(rng)
-    grads = _grads(rng, params, 1)[0]
-    opt = optim.AdamW(0.01)
-    opt.update(params, grads)
+    params, grads, opt, _ = _warm(6)
     keys = list(params)
     stop = threading.Event()
 
