@@ -78,7 +78,7 @@ def test_layout_is_recognised() -> None:
 @settings(max_examples=60, deadline=None)
 def test_lookup_agrees_with_python(keys, deleted, probes) -> None:
     c = _numpy_walk._compiled()
-    data = _numpy_walk._data_offset()
+    data = _numpy_walk._DATA_OFFSET
     d = {k: object() for k in keys}
     for k in keys[:deleted]:
         del d[k]
@@ -94,7 +94,7 @@ def test_lookup_agrees_with_python(keys, deleted, probes) -> None:
 
 def test_dicts_it_cannot_read_are_refused() -> None:
     c = _numpy_walk._compiled()
-    data = _numpy_walk._data_offset()
+    data = _numpy_walk._DATA_OFFSET
     key = "w"
     hash(key)
 

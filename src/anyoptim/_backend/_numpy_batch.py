@@ -44,27 +44,44 @@ DTYPES: dict[Any, np.dtype] = {np.dtype(t): np.dtype(t) for t in (np.float32, np
 
 
 @functools.lru_cache(maxsize=1)
+def primitives() -> types.SimpleNamespace:
+    """Inline numba helpers shared by the compiled code here and in :mod:`._numpy_walk`:
+    ``voidptr``, readers of one value at an address (``i64``, ``u64``, ``i32``, ``i16``,
+    ``i8``, ``u8``) and ``array_ok`` (an array object of this type and dtype whose flags
+    include ``need``)."""
+    import numba
+
+    voidptr = _numpy_fused._voidptr()
+    inline = numba.njit(inline="always")
+
+    def reader(dtype: Any) -> Any:
+        @inline
+        def read(address):  # pragma: no cover - compiled
+            return numba.carray(voidptr(address), 1, dtype)[0]
+
+        return read
+
+    i64, i32 = reader(np.int64), reader(np.int32)
+
+    @inline
+    def array_ok(o, array_type, descr, need):  # pragma: no cover - compiled
+        return (i64(o + _TYPE) == array_type and i64(o + _DESCR) == descr
+                and (i32(o + _FLAGS) & need) == need)
+
+    return types.SimpleNamespace(
+        voidptr=voidptr, i64=i64, i32=i32, u64=reader(np.uint64), i16=reader(np.int16),
+        i8=reader(np.int8), u8=reader(np.uint8), array_ok=array_ok)
+
+
+@functools.lru_cache(maxsize=1)
 def _readers() -> types.SimpleNamespace:
     """The compiled helpers: ``inspect`` (check the leaves, collect their data addresses),
     ``addresses`` (the data addresses of fresh arrays) and ``fields`` (the raw header
     fields, for :func:`layout_ok`)."""
     import numba
 
-    voidptr = _numpy_fused._voidptr()
-    inline = numba.njit(inline="always")
-
-    @inline
-    def i64(address):  # pragma: no cover - compiled
-        return numba.carray(voidptr(address), 1, np.int64)[0]
-
-    @inline
-    def i32(address):  # pragma: no cover - compiled
-        return numba.carray(voidptr(address), 1, np.int32)[0]
-
-    @inline
-    def array_ok(o, array_type, descr, need):  # pragma: no cover - compiled
-        return (i64(o + _TYPE) == array_type and i64(o + _DESCR) == descr
-                and (i32(o + _FLAGS) & need) == need)
+    shared = primitives()
+    voidptr, i64, i32, array_ok = shared.voidptr, shared.i64, shared.i32, shared.array_ok
 
     @numba.njit(nogil=True)
     def overlap(starts, nbytes):  # pragma: no cover - compiled

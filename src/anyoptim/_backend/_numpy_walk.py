@@ -35,14 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from . import _numpy_batch, _numpy_fused
-from ._numpy_batch import CHUNK
-
-_ALIGNED, _C_CONTIGUOUS, _WRITEABLE = (
-    _numpy_batch._ALIGNED, _numpy_batch._C_CONTIGUOUS, _numpy_batch._WRITEABLE)
-_TYPE, _DATA, _NDIM, _DIMS, _DESCR, _FLAGS = (
-    _numpy_batch._TYPE, _numpy_batch._DATA, _numpy_batch._NDIM, _numpy_batch._DIMS,
-    _numpy_batch._DESCR, _numpy_batch._FLAGS)
+from . import _numpy_batch
+from ._numpy_batch import _DATA, _DIMS, _NDIM, _READABLE, _TYPE, _WRITEABLE, CHUNK
 
 # dict object, keys table, str object: byte offsets of the fields read
 _MA_USED, _MA_KEYS, _MA_VALUES = 16, 32, 40
@@ -64,19 +58,13 @@ def _compiled() -> types.SimpleNamespace:
     live keys and values in order, for :func:`walk_ok`)."""
     import numba
 
-    voidptr = _numpy_fused._voidptr()
+    shared = _numpy_batch.primitives()
+    voidptr, array_ok = shared.voidptr, shared.array_ok
+    i64, u64, i32, i16, i8, u8 = (shared.i64, shared.u64, shared.i32, shared.i16, shared.i8,
+                                  shared.u8)
     inline = numba.njit(inline="always")
     incref = _PROTO(("Py_IncRef", ctypes.pythonapi))
     decref = _PROTO(("Py_DecRef", ctypes.pythonapi))
-
-    def reader(dtype: Any) -> Any:
-        @inline
-        def read(address):  # pragma: no cover - compiled
-            return numba.carray(voidptr(address), 1, dtype)[0]
-        return read
-
-    i64, u64, i32 = reader(np.int64), reader(np.uint64), reader(np.int32)
-    i16, i8, u8 = reader(np.int16), reader(np.int8), reader(np.uint8)
 
     @inline
     def index(table, log2, slot):  # pragma: no cover - compiled
@@ -179,11 +167,6 @@ def _compiled() -> types.SimpleNamespace:
             cursor = ix + 1
         return True
 
-    @inline
-    def array_ok(o, array_type, descr, need):  # pragma: no cover - compiled
-        return (o > 0 and i64(o + _TYPE) == array_type and i64(o + _DESCR) == descr
-                and (i32(o + _FLAGS) & need) == need)
-
     @numba.njit
     def walk(g, p, s, keys, array_type, dict_type, descr, data, ptrs, sizes, cum, held
              ):  # pragma: no cover - compiled
@@ -225,10 +208,8 @@ def _compiled() -> types.SimpleNamespace:
                 if o <= 0:
                     return np.int64(-1)
                 held[r + 2, j] = o
-        readable = _C_CONTIGUOUS | _ALIGNED
-        writeable = readable | _WRITEABLE
         for r in range(k + 2):
-            need = readable if r == 0 else writeable
+            need = _READABLE if r == 0 else _READABLE | _WRITEABLE
             for j in range(n):
                 o = held[r, j]
                 if not array_ok(o, array_type, descr, need):
@@ -294,9 +275,8 @@ def _compiled() -> types.SimpleNamespace:
     return types.SimpleNamespace(lookup=lookup, walk=walk, release=release, entries=entries)
 
 
-def _data_offset() -> int:
-    """Where a compact ASCII str keeps its characters (the header's size plus nothing)."""
-    return sys.getsizeof("ab") - 3
+# where a compact ASCII str keeps its characters: after its header (size - length - 1)
+_DATA_OFFSET = sys.getsizeof("ab") - 3
 
 
 @functools.lru_cache(maxsize=1)
@@ -309,7 +289,7 @@ def walk_ok() -> bool:
         return False
     try:
         c = _compiled()
-        data = _data_offset()
+        data = _DATA_OFFSET
         for size in (1, 5, 200, 40000):
             d = {f"k{i}": np.zeros(1) for i in range(size)}
             if size > 1:
@@ -369,15 +349,14 @@ def plan(keys: tuple[str, ...], gradients: dict, parameters: dict, state: dict,
          dtype: np.dtype, cache: dict[Any, Any] | None) -> _numpy_batch.Plan | None:
     """The checked leaves of an in-place update of flat dicts for the batched kernel, or None
     (nothing taken, nothing changed): then the Python walk decides what to do."""
-    n = len(gradients)
-    if n < MIN_LEAVES or not walk_ok():
+    if not walk_ok():
         return None
-    k = len(keys)
+    n, k = len(gradients), len(keys)
     out = _numpy_batch.Plan(dtype, keys, [], [], True, (), n, dtype)
     held = np.empty((k + 2, n), np.int64)
     names = _keys(keys)  # kept alive by the cache; the str objects by ``keys``
     total = _compiled().walk(id(gradients), id(parameters), id(state), names, id(np.ndarray),
-                             id(dict), id(dtype), _data_offset(), out.ptrs, out.sizes,
+                             id(dict), id(dtype), _DATA_OFFSET, out.ptrs, out.sizes,
                              out.cum, held)
     if total < 0:
         return None
