@@ -5,7 +5,10 @@
     python bench/run.py --cases c --steps 50
 
 The per-case tables are followed by a targets table (also under "targets" in results.json).
-See src/anyoptim/benchmark.py for what is measured and how.
+    python bench/run.py --cases b --paired --repeats 5 \
+        --variants "torch AdamW fused,anyoptim torch update"   # one library, paired
+
+See src/anyoptim/benchmark/ for what is measured and how.
 """
 
 import sys

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from anyoptim import benchmark as bm
+from anyoptim.benchmark import _measure
 
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
 
@@ -75,7 +76,7 @@ def test_cases_and_their_scaling() -> None:
 
 
 def _reference_adamw(p, g, m, v):  # type: ignore[no-untyped-def]
-    lr, b1, omb1, b2, omb2, eps, decay = bm._kernel_args()
+    lr, b1, omb1, b2, omb2, eps, decay = _measure._kernel_args()
     m = b1 * m + omb1 * g
     v = b2 * v + omb2 * (g * g)
     return p * decay - lr * m / (np.sqrt(v) + eps), m, v
@@ -91,10 +92,10 @@ def test_functional_limit_kernel_matches_in_place_and_leaves_inputs(parallel: bo
     p2, m2, v2 = p0.copy(), np.zeros_like(p0), np.zeros_like(p0)
     pr, mr, vr = p0.copy(), np.zeros_like(p0), np.zeros_like(p0)
     for _ in range(3):
-        in_place(p1, g, m1, v1, *bm._kernel_args())
+        in_place(p1, g, m1, v1, *_measure._kernel_args())
         outs = tuple(np.empty_like(a) for a in (p2, m2, v2))
         before = (p2.copy(), m2.copy(), v2.copy())
-        into(p2, g, m2, v2, *outs, *bm._kernel_args())
+        into(p2, g, m2, v2, *outs, *_measure._kernel_args())
         for old, now in zip(before, (p2, m2, v2)):
             np.testing.assert_array_equal(old, now)  # inputs untouched
         p2, m2, v2 = outs
@@ -107,7 +108,7 @@ def test_functional_limit_kernel_matches_in_place_and_leaves_inputs(parallel: bo
 
 @pytest.mark.skipif(not HAS_NUMBA, reason="numba is not installed")
 def test_functional_limit_variant_allocates_and_advances() -> None:
-    params, grads = bm._host_tree("small", 1.0)
+    params, grads = _measure._host_tree("small", 1.0)
     step = bm.VARIANTS[bm.FUNCTIONAL_LIMIT][2](params, grads)
     step()
     step()  # runs repeatedly on its own outputs
@@ -219,3 +220,81 @@ def test_tiny_runs_jax_and_mlx_only_when_asked_for() -> None:
     assert bm.variants_for("c") == [v for v in bm.VARIANTS if bm.installed(v)]
     asked = ["optax adamw jit+donate", bm.LIMIT]
     assert bm.variants_for("tiny", asked) == [v for v in asked if bm.installed(v)]
+
+
+def _recording_variants(log: list[str]) -> dict[str, tuple[str, str, object]]:
+    """Two fake variants whose steps append their name to ``log``."""
+
+    def builder(name: str) -> object:
+        def build(params: dict, grads: dict) -> object:
+            assert params and grads
+            return lambda: log.append(name)
+
+        return build
+
+    return {"A": ("numpy", "numpy", builder("A")), "B": ("numpy", "numpy", builder("B"))}
+
+
+def test_measure_paired_alternates_blocks_and_times_each_step_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    log: list[str] = []
+    monkeypatch.setattr(_measure, "VARIANTS", _recording_variants(log))
+    rows = _measure.measure_paired(["A", "B"], "small", 1.0, warmup=2, steps=7, block=3)
+    assert [r["variant"] for r in rows] == ["A", "B"]
+    assert all(r["steps"] == 7 and r["median_ms"] >= 0 and r["tensors"] == 10 for r in rows)
+    # warm-up of each, then rounds of (1 untimed + a block) per variant; who starts rotates
+    # and the last block is short (7 = 3 + 3 + 1)
+    expected = (["A"] * 2 + ["B"] * 2 + ["A"] * 4 + ["B"] * 4 + ["B"] * 4 + ["A"] * 4
+                + ["A"] * 2 + ["B"] * 2)
+    assert log == expected
+
+
+def test_measure_paired_keeps_its_variants_apart_in_the_results(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    times = iter(range(1000))
+    monkeypatch.setattr(_measure.time, "perf_counter", lambda: float(next(times)))
+    log: list[str] = []
+    monkeypatch.setattr(_measure, "VARIANTS", _recording_variants(log))
+    rows = _measure.measure_paired(["A", "B"], "small", 1.0, warmup=0, steps=4, block=2)
+    # every timed step takes exactly one tick of the fake clock: 1 ms after scaling
+    assert [r["median_ms"] for r in rows] == [1e3, 1e3]
+    assert [r["min_ms"] for r in rows] == [1e3, 1e3]
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba is not installed")
+def test_paired_run_measures_all_variants_in_each_process(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "res"
+    code = bm.main(["--cases", "tiny", "--scale", "0.01", "--steps", "4", "--warmup", "1",
+                    "--variants", f"{bm.LIMIT},anyoptim numpy update", "--paired",
+                    "--block", "2", "--repeats", "2", "--out", str(out)])
+    assert code == 0
+    data = json.loads((tmp_path / "res.json").read_text())
+    assert data["paired"] is True
+    rows = {r["variant"]: r for r in data["results"]}
+    assert set(rows) == {bm.LIMIT, "anyoptim numpy update"}
+    for name, row in rows.items():
+        assert "error" not in row, row
+        assert row["steps"] == 4 and len(row["process_medians_ms"]) == 2
+        assert row["paired_with"] == [v for v in rows if v != name]
+    assert data["targets"][0]["measured"] is not None
+    assert "paired" in (tmp_path / "res.md").read_text().splitlines()[0]
+
+
+def test_run_all_reports_a_failed_paired_child_for_each_of_its_variants() -> None:
+    names = ["numpy hand-written in place", "anyoptim numpy update"]
+    rows = bm.run_all(["nope"], names, steps=1, warmup=0, paired=True, block=1)
+    assert [r["variant"] for r in rows] == names
+    for row in rows:
+        assert "unknown case 'nope'" in row["error"], row
+    with pytest.raises(ValueError, match="block"):
+        bm.run_all(["small"], names, block=0, paired=True)
+
+
+def test_run_rejects_bad_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    for flag in ("--block", "--repeats", "--steps"):
+        with pytest.raises(SystemExit):
+            bm.main(["--cases", "small", flag, "0"])
+        assert f"--{flag[2:]} must be at least 1" in capsys.readouterr().err
