@@ -43,6 +43,20 @@ def fresh(tensors: list[Any]) -> list[Any] | None:
         return None if any(v is None for v in views) else views
 
 
+class _Kept:
+    """The views of one role's tensors at the latest call, in the order of that call."""
+
+    __slots__ = ("addresses", "ids", "owns", "tensors", "views")
+
+    def __init__(self, tensors: list[Any], addresses: list[int], views: list[Any],
+                 owns: list[int]) -> None:
+        self.tensors = tensors  # held, so that their ids stay theirs while this entry lives
+        self.ids = list(map(id, tensors))
+        self.addresses = addresses
+        self.views = views
+        self.owns = owns  # 1: the view holds the tensor's storage; 0: the tensor holds the view
+
+
 def kept(tensors: list[Any], cache: dict[Any, Any], role: str) -> list[Any] | None:
     """Views of tensors that persist between calls (parameters, or the state entry ``role``),
     or None if one has none; ``cache`` is the optimizer's kernel cache."""
@@ -50,22 +64,26 @@ def kept(tensors: list[Any], cache: dict[Any, Any], role: str) -> list[Any] | No
         return None
     torch = sys.modules["torch"]
     key = (_KEY, role)
-    known: dict[int, Any] = cache.get(key) or {}
+    entry: _Kept | None = cache.get(key)
     addresses = list(map(torch.Tensor.data_ptr, tensors))
-    out = []
-    missed = False
+    if entry is not None and entry.ids == list(map(id, tensors)) and entry.addresses == addresses:
+        return entry.views  # the same tensors, at the same addresses, in the same order
+    index = {} if entry is None else dict(zip(entry.ids, range(len(entry.ids))))
+    views, owns = [], []
     for t, address in zip(tensors, addresses):
-        entry = known.get(id(t))
-        if entry is None or entry[0] is not t or entry[1] != address:
-            view = _view(t)
-            if view is None:
-                return None
-            entry = (t, address, view, 1)  # the view holds the tensor's storage
-            missed = True
-        out.append(entry)
-    if missed or key not in cache:
-        cache[key] = {id(e[0]): e for e in out}
-    return [e[2] for e in out]
+        i = index.get(id(t))
+        if i is not None and entry is not None and entry.tensors[i] is t \
+                and entry.addresses[i] == address:
+            views.append(entry.views[i])
+            owns.append(entry.owns[i])
+            continue
+        view = _view(t)
+        if view is None:
+            return None
+        views.append(view)
+        owns.append(1)  # the view holds the tensor's storage
+    cache[key] = _Kept(list(tensors), addresses, views, owns)
+    return views
 
 
 def remember(cache: dict[Any, Any], role: str, tensors: list[Any], arrays: list[Any],
@@ -73,7 +91,7 @@ def remember(cache: dict[Any, Any], role: str, tensors: list[Any], arrays: list[
     """Keep the views of tensors made here from NumPy arrays (``torch.from_numpy``): the new
     parameters and state tensors of a functional update, which usually come back next call."""
     # a tensor made from an array holds the array; the array does not hold the storage
-    cache[(_KEY, role)] = {id(t): (t, a, v, 0) for t, a, v in zip(tensors, addresses, arrays)}
+    cache[(_KEY, role)] = _Kept(list(tensors), list(addresses), list(arrays), [0] * len(arrays))
 
 
 def _counts(tensors: list[Any]) -> list[tuple[int, int]]:
@@ -98,11 +116,11 @@ def private(tensors: list[Any], cache: dict[Any, Any], role: str) -> list[bool]:
     functional update may overwrite: held by nobody else (no other Python reference, no view
     or NumPy array of their memory), covering their whole storage, outside autograd."""
     refs, uses = _alone()
-    known = cache[(_KEY, role)]
+    entry: _Kept = cache[(_KEY, role)]
     out = []
-    for t, counts in zip(tensors, _counts(tensors)):
+    for t, counts, owns in zip(tensors, _counts(tensors), entry.owns):
         # the kept view of a tensor made from an array is that array: one storage use fewer
-        alone = (refs, uses - 1 + known[id(t)][3])
+        alone = (refs, uses - 1 + owns)
         out.append(counts == alone and not t.requires_grad and t.storage_offset() == 0
                    and t.untyped_storage().nbytes() == t.numel() * t.element_size())
     return out

@@ -155,14 +155,14 @@ def _walk_plan(opt: Optimizer, hyper: Hyperparameters | None, gradients: Any, pa
     from ._base import Optimizer
 
     if (not inplace or type(gradients) is not dict or type(parameters) is not dict
-            or len(gradients) < _numpy_walk.MIN_LEAVES
-            or type(opt).prepare_groups is not Optimizer.prepare_groups
-            or type(opt).prepare is not Optimizer.prepare
-            or not _batchable(opt, hyper)):
+            or len(gradients) < _numpy_walk.MIN_LEAVES):
         return None
     first = next(iter(gradients.values()))
-    dtype = _numpy_batch.DTYPES.get(getattr(first, "dtype", None))
-    if type(first) is not np.ndarray or dtype is None:
+    if type(first) is not np.ndarray:
+        return None
+    dtype = _numpy_batch.DTYPES.get(first.dtype)
+    if (dtype is None or type(opt).prepare_groups is not Optimizer.prepare_groups
+            or type(opt).prepare is not Optimizer.prepare or not _batchable(opt, hyper)):
         return None
     rule = opt.rule
     if rule is None:
