@@ -484,3 +484,21 @@ def test_overlap_check_sees_past_empty_ranges() -> None:
     tree = {"a": buffer[:20], "e": buffer[5:5], "c": buffer[10:30]}
     assert _numpy_batch.overlapping([v.ctypes.data for v in tree.values()],
                                     [v.nbytes for v in tree.values()])
+
+
+def test_torch_update_with_the_same_tensors_in_another_order(batched) -> None:
+    # the kept views are matched by tensor, not by position: a tree whose keys come in
+    # another order (as after a load) updates each parameter with its own state
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(6)
+    start = {f"t{i}": rng.standard_normal(4 + i).astype(np.float32) for i in range(5)}
+    grads = [{k: rng.standard_normal(v.shape).astype(np.float32) for k, v in start.items()}
+             for _ in range(3)]
+    expected, _ = _reference(lambda: optim.Adam(0.05), grads, start)
+    model = {k: torch.from_numpy(v.copy()) for k, v in start.items()}
+    opt = optim.Adam(0.05)
+    for i, g in enumerate(grads):
+        keys = list(model) if i != 1 else list(reversed(model))
+        opt.update({k: model[k] for k in keys}, {k: torch.from_numpy(g[k]) for k in keys})
+    assert len(batched) == 3
+    _identical({k: v.numpy() for k, v in model.items()}, expected)
