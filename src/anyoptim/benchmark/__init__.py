@@ -4,7 +4,8 @@ Every variant runs in its own process (so libraries do not share thread pools or
 with the same thread count, separate warm-up steps and per-step timing; the figure reported
 is the median. With ``paired``, the variants of one run share each process instead and take
 turns in short blocks of steps, for ratios between variants of one library that the
-machine's drift would otherwise blur. Two numba kernels over one flat buffer set the bar for NumPy:
+machine's drift would otherwise blur. Two numba kernels over one flat buffer set the bar for
+NumPy:
 
 * the "limit" updates p, m and v in place: it moves the 28 bytes per float32 parameter an Adam
   step needs (read p, g, m, v; write p, m, v) and so measures what the memory system allows;
@@ -75,6 +76,15 @@ __all__ = [
     "variants_for",
 ]
 
+
+def _counts_error(repeats: int, steps: int, block: int) -> str:
+    """Why these counts cannot be run ("" if they can)."""
+    bad = [f"--{name} must be at least 1, got {value}"
+           for name, value in (("repeats", repeats), ("steps", steps), ("block", block))
+           if value < 1]
+    return "; ".join(bad)
+
+
 def _child_env(threads: int) -> dict[str, str]:
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS",
@@ -138,9 +148,9 @@ def run_all(
     instead, taking turns in blocks of ``block`` timed steps (:func:`measure_paired`; the
     variant that starts rotates between processes). Pick variants of one library for it.
     """
-    if repeats < 1 or steps < 1 or block < 1:
-        raise ValueError(f"repeats, steps and block must be at least 1, got {repeats}, {steps}, "
-                         f"{block}")
+    error = _counts_error(repeats, steps, block)
+    if error:
+        raise ValueError(error)
     results = []
     for case in cases:
         chosen = variants_for(case, variants)
@@ -199,9 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown case(s)/variant(s): {', '.join(unknown)}; cases: "
                      f"{', '.join(CASES)}; variants: {'; '.join(VARIANTS)}")
-    for name in ("repeats", "steps", "block"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    error = _counts_error(args.repeats, args.steps, args.block)
+    if error:
+        parser.error(error)
     variants = [v for v in args.variants.split(",") if v] or None
     results = run_all(cases, variants, args.scale, args.warmup, args.steps,
                       args.threads, progress=lambda s: print(s, file=sys.stderr, flush=True),
